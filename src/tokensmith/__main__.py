@@ -1,0 +1,5 @@
+"""``python -m tokensmith`` runs the command line."""
+
+from tokensmith.cli.main import main
+
+main()

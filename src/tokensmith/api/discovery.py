@@ -1,0 +1,74 @@
+"""Public key and discovery documents (no authentication), as Google publishes them:
+
+- ``/.well-known/openid-configuration`` — OIDC discovery for this issuer;
+- ``/oauth2/v3/certs`` — the issuer's JWKS (RFC 7517);
+- ``/oauth2/v1/certs`` — ``{kid: PEM X.509 certificate}``, the form Node's verifier reads.
+
+``Cache-Control: public, max-age=N`` with N shorter than the key rotation's pre-publication
+time, so a verifier that honours caching always has a key before it first signs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tokensmith.api.errors import json_response
+
+__all__ = ["CERTS_MAX_AGE", "public_cache_headers", "routes"]
+
+CERTS_MAX_AGE = 3600
+
+
+def public_cache_headers(max_age: int = CERTS_MAX_AGE) -> dict[str, str]:
+    return {"Cache-Control": f"public, max-age={max_age}, must-revalidate, no-transform"}
+
+
+def _services(request: Request) -> Any:
+    return request.app.state.services
+
+
+async def jwks(request: Request) -> Response:
+    keys = [k.public.jwk for k in _services(request).keyring.published()]
+    return json_response({"keys": keys}, headers=public_cache_headers())
+
+
+async def pem_certs(request: Request) -> Response:
+    certs = {k.key_id: k.certificate_pem for k in _services(request).keyring.published()}
+    return json_response(certs, headers=public_cache_headers())
+
+
+async def openid_configuration(request: Request) -> Response:
+    services = _services(request)
+    base = services.settings.base_url
+    return json_response(
+        {
+            "issuer": services.settings.issuer,
+            "authorization_endpoint": f"{base}/o/oauth2/v2/auth",
+            "token_endpoint": f"{base}/token",
+            "revocation_endpoint": f"{base}/revoke",
+            "jwks_uri": f"{base}/oauth2/v3/certs",
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "scopes_supported": ["openid", "email"],
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+            "grant_types_supported": [
+                "refresh_token",
+                "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            ],
+            "claims_supported": ["aud", "azp", "email", "email_verified", "exp", "iat", "iss",
+                                 "sub"],
+        },
+        headers=public_cache_headers(),
+    )
+
+
+routes = [
+    Route("/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
+    Route("/oauth2/v3/certs", jwks, methods=["GET"]),
+    Route("/oauth2/v1/certs", pem_certs, methods=["GET"]),
+]

@@ -1,0 +1,1 @@
+"""The ``tokensmith`` command line."""

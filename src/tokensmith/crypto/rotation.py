@@ -1,0 +1,91 @@
+"""Key rotation decisions as pure functions of ``now`` (SPIRE-style ``current``/``next`` slots).
+
+A key's life has four instants: ``publish_at`` ≤ ``sign_from`` < ``sign_until`` ≤
+``unpublish_at``. The rules that keep every verifier working:
+
+- a key is published at least ``prepublish`` before it first signs, and ``prepublish`` is
+  longer than the ``Cache-Control: max-age`` of the published documents, so a verifier that
+  honours caching has the key before it sees a token signed with it;
+- a key stays published until everything it signed has expired:
+  ``unpublish_at = sign_until + max_token_lifetime + skew``;
+- the ``next`` key is prepared once the ``current`` key has less than ``prepublish`` left.
+
+Only a key set with no signing key at all (a new one, or one whose server was down past every
+window) gets a key that signs at once; the alternative would be an outage. https://github.com/spiffe/spire/blob/main/pkg/server/ca/manager (ShouldPrepareNext)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+__all__ = ["KeyWindow", "RotationPolicy", "next_window", "published", "signing_key"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RotationPolicy:
+    rotation_period: float = 7 * 86400.0
+    prepublish: float = 6 * 3600.0
+    max_token_lifetime: float = 12 * 3600.0
+    skew: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.prepublish >= self.rotation_period:
+            raise ValueError("prepublish must be shorter than the rotation period")
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyWindow:
+    key_id: str
+    publish_at: float
+    sign_from: float
+    sign_until: float
+    unpublish_at: float
+
+
+def signing_key(keys: Sequence[KeyWindow], now: float) -> KeyWindow | None:
+    """The key that signs at ``now``: the newest whose signing window holds ``now``."""
+    candidates = [k for k in keys if k.sign_from <= now < k.sign_until and k.publish_at <= now]
+    return max(candidates, key=lambda k: k.sign_from, default=None)
+
+
+def published(keys: Sequence[KeyWindow], now: float) -> list[KeyWindow]:
+    """Keys to publish at ``now``, oldest first."""
+    return sorted(
+        (k for k in keys if k.publish_at <= now < k.unpublish_at), key=lambda k: k.sign_from
+    )
+
+
+def next_window(
+    keys: Sequence[KeyWindow], now: float, policy: RotationPolicy, *, force: bool = False
+) -> tuple[float, float, float, float] | None:
+    """The window (publish_at, sign_from, sign_until, unpublish_at) of a key to create now.
+
+    None when no key is needed. ``force`` asks for a new key even if the current one has time
+    left (an operator's rotation): it is published now and signs after ``prepublish``.
+    """
+    current = signing_key(keys, now)
+    newest = max(keys, key=lambda k: k.sign_from, default=None)
+    if current is None:
+        if newest is not None and newest.sign_from > now:
+            return None  # the next key is already published and waiting for its turn
+        # Nothing can sign (a new key set, or a server that was down past every window):
+        # refusing to sign for ``prepublish`` would be an outage, so the key signs at once.
+        return _window(now, now, policy)
+    if force:
+        if newest is not None and newest.sign_from > now:
+            return None
+        return _window(now, now + policy.prepublish, policy)
+    if newest is not None and newest.sign_from > current.sign_from:
+        return None  # next already prepared
+    if current.sign_until - now <= policy.prepublish:
+        return _window(now, current.sign_until, policy)
+    return None
+
+
+def _window(
+    now: float, sign_from: float, policy: RotationPolicy
+) -> tuple[float, float, float, float]:
+    sign_until = sign_from + policy.rotation_period
+    unpublish_at = sign_until + policy.max_token_lifetime + policy.skew
+    return (now, sign_from, sign_until, unpublish_at)

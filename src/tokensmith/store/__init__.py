@@ -1,0 +1,1 @@
+"""Persistence: the ``Store`` protocol, its SQL implementation and the schema migrations."""
