@@ -87,8 +87,9 @@ class Api:
 
 @pytest.fixture
 def http(services: Services) -> Iterator[TestClient]:
-    with TestClient(create_app(services), base_url="http://127.0.0.1:18080",
-                    raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(services), base_url="http://127.0.0.1:18080", raise_server_exceptions=False
+    ) as client:
         yield client
 
 
@@ -117,8 +118,12 @@ def anonymous(http: TestClient) -> Api:
     return Api(http, None)
 
 
-def service_account_token(http: TestClient, key_file: dict[str, Any], clock: FixedClock,
-                          scope: str = "https://www.googleapis.com/auth/cloud-platform") -> str:
+def service_account_token(
+    http: TestClient,
+    key_file: dict[str, Any],
+    clock: FixedClock,
+    scope: str = "https://www.googleapis.com/auth/cloud-platform",
+) -> str:
     """Exchange a key file for an access token with the jwt-bearer grant, as google-auth does."""
     from cryptography.hazmat.primitives import serialization
 
@@ -129,12 +134,19 @@ def service_account_token(http: TestClient, key_file: dict[str, Any], clock: Fix
     signer = PrivateKey(key_file["private_key_id"], key)  # type: ignore[arg-type]
     now = int(clock.now())
     assertion = jwt.encode(
-        {"iss": key_file["client_email"], "aud": "https://oauth2.googleapis.com/token",
-         "iat": now, "exp": now + 3600, "scope": scope},
+        {
+            "iss": key_file["client_email"],
+            "aud": "https://oauth2.googleapis.com/token",
+            "iat": now,
+            "exp": now + 3600,
+            "scope": scope,
+        },
         signer,
     )
-    response = http.post("/token", data={
-        "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion})
+    response = http.post(
+        "/token",
+        data={"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion},
+    )
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
 

@@ -87,7 +87,11 @@ def build(
     accounts = Accounts(store, clock, iam, auditor, settings.token_uri, settings.base_url)
     orgpolicy = OrgPolicies(store, clock, iam, auditor)
     oauth = OAuth(
-        store, clock, minter, authn, auditor,
+        store,
+        clock,
+        minter,
+        authn,
+        auditor,
         own_audiences=frozenset({settings.token_uri, f"{settings.base_url}/oauth2/v4/token"}),
     )
     project = Bootstrap(store, clock, iam, keyring, oauth).run(
@@ -97,9 +101,21 @@ def build(
         token_uri=settings.token_uri,
     )
     return Services(
-        settings=settings, clock=clock, store=store, kek=kek, kek_generated=generated,
-        keyring=keyring, directory=directory, authn=authn, minter=minter, auditor=auditor,
-        iam=iam, accounts=accounts, orgpolicy=orgpolicy, oauth=oauth, project=project,
+        settings=settings,
+        clock=clock,
+        store=store,
+        kek=kek,
+        kek_generated=generated,
+        keyring=keyring,
+        directory=directory,
+        authn=authn,
+        minter=minter,
+        auditor=auditor,
+        iam=iam,
+        accounts=accounts,
+        orgpolicy=orgpolicy,
+        oauth=oauth,
+        project=project,
     )
 
 
@@ -107,8 +123,11 @@ def _write_listeners(settings: Settings) -> Path:
     """Record where this server listens, for ``tokensmith env`` and the CLI."""
     path = settings.data_dir / "server.json"
     path.write_text(
-        json.dumps({"pid": os.getpid(), "api": settings.base_url,
-                    "token_uri": settings.token_uri}, indent=2) + "\n"
+        json.dumps(
+            {"pid": os.getpid(), "api": settings.base_url, "token_uri": settings.token_uri},
+            indent=2,
+        )
+        + "\n"
     )
     return path
 
@@ -129,17 +148,26 @@ def serve(settings: Settings) -> None:
         log.warning(
             "generated a new key-encryption key at %s (mode 0600). It protects every private "
             "key in the store: back it up, and in production supply your own with "
-            "TOKENSMITH_KEK or --kek-file.", settings.kek_path,
+            "TOKENSMITH_KEK or --kek-file.",
+            settings.kek_path,
         )
     app = create_app(services)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, access_log=False,
-                            lifespan="off")
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="off",
+    )
     server = uvicorn.Server(config)
     listeners = _write_listeners(settings)
     print(f"tokensmith listening on {settings.base_url}", flush=True)
-    print(f"  project:            {services.project.project_id} "
-          f"(number {services.project.project_number})", flush=True)
+    print(
+        f"  project:            {services.project.project_id} "
+        f"(number {services.project.project_number})",
+        flush=True,
+    )
     print(f"  owner credentials:  {services.owner_credentials_path.resolve()}", flush=True)
     print(f"  token endpoint:     {settings.token_uri}", flush=True)
     print(f"  issuer:             {settings.issuer}", flush=True)

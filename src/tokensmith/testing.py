@@ -57,8 +57,17 @@ class LiveServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENSMITH_")}
         env.update(self.env)
-        args = [sys.executable, "-m", "tokensmith", "serve", "--data-dir", str(self.data_dir),
-                "--port", str(self.port), *self.extra_args]
+        args = [
+            sys.executable,
+            "-m",
+            "tokensmith",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            *self.extra_args,
+        ]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()

@@ -10,8 +10,10 @@ from tests.conftest import Api
 
 def test_owner_creates_account_and_key(owner: Api) -> None:
     """The owner can create a service account and a key whose file points at this server."""
-    created = owner.post("/v1/projects/tokensmith-local/serviceAccounts",
-                         json={"accountId": "builder", "serviceAccount": {"displayName": "B"}})
+    created = owner.post(
+        "/v1/projects/tokensmith-local/serviceAccounts",
+        json={"accountId": "builder", "serviceAccount": {"displayName": "B"}},
+    )
     assert created.status_code == 200, created.text
     account = created.json()
     assert account["email"] == "builder@tokensmith-local.iam.gserviceaccount.com"

@@ -27,8 +27,15 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
         return json_response(
-            {"error": {"code": 405, "message": f"Method {request.method} not allowed on "
-                       f"{request.url.path}.", "status": "INVALID_ARGUMENT"}}, 405)
+            {
+                "error": {
+                    "code": 405,
+                    "message": f"Method {request.method} not allowed on {request.url.path}.",
+                    "status": "INVALID_ARGUMENT",
+                }
+            },
+            405,
+        )
     return google_error(NotFound(f"The requested URL {request.url.path} was not found."))
 
 

@@ -60,8 +60,16 @@ async def openid_configuration(request: Request) -> Response:
                 "refresh_token",
                 "urn:ietf:params:oauth:grant-type:jwt-bearer",
             ],
-            "claims_supported": ["aud", "azp", "email", "email_verified", "exp", "iat", "iss",
-                                 "sub"],
+            "claims_supported": [
+                "aud",
+                "azp",
+                "email",
+                "email_verified",
+                "exp",
+                "iat",
+                "iss",
+                "sub",
+            ],
         },
         headers=public_cache_headers(),
     )

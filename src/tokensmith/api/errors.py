@@ -25,8 +25,7 @@ JSON_TYPE = "application/json; charset=UTF-8"
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON_TYPE,
-                    headers=headers)
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON_TYPE, headers=headers)
 
 
 def google_error(error: TokensmithError) -> Response:
@@ -37,7 +36,9 @@ def google_error(error: TokensmithError) -> Response:
     }
     if error.details:
         body["details"] = [dict(d) for d in error.details]
-    headers = {"WWW-Authenticate": 'Bearer realm="tokensmith"'} if error.http_status == 401 else None
+    headers = (
+        {"WWW-Authenticate": 'Bearer realm="tokensmith"'} if error.http_status == 401 else None
+    )
     return json_response({"error": body}, error.http_status, headers)
 
 

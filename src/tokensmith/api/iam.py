@@ -34,8 +34,9 @@ def policy_version(body: dict[str, Any], request: Request) -> int:
     options = body.get("options") or {}
     if not isinstance(options, dict):
         raise InvalidArgument("options must be a JSON object.")
-    raw = options.get("requestedPolicyVersion",
-                      request.query_params.get("options.requestedPolicyVersion", 1))
+    raw = options.get(
+        "requestedPolicyVersion", request.query_params.get("options.requestedPolicyVersion", 1)
+    )
     try:
         return int(raw)
     except (TypeError, ValueError):
@@ -57,7 +58,7 @@ async def list_accounts(request: Request) -> Response:
     who = caller(request)
     q = request.query_params
     return json_response(
-        _services(request).accounts.list(
+        _services(request).accounts.list_accounts(
             who.principal, request.path_params["project"], q.get("pageSize"), q.get("pageToken")
         )
     )
@@ -88,18 +89,21 @@ async def _get_policy(request: Request, name: str) -> Response:
     who = caller(request)
     body = await json_body(request)
     services = _services(request)
-    target = services.accounts.resolve(who.principal, name, "iam.serviceAccounts.getIamPolicy",
-                                       method="GetIamPolicy")
-    return json_response(services.iam.get_policy(who.principal, target,
-                                                 policy_version(body, request)))
+    target = services.accounts.resolve(
+        who.principal, name, "iam.serviceAccounts.getIamPolicy", method="GetIamPolicy"
+    )
+    return json_response(
+        services.iam.get_policy(who.principal, target, policy_version(body, request))
+    )
 
 
 async def _set_policy(request: Request, name: str) -> Response:
     who = caller(request)
     body = await json_body(request)
     services = _services(request)
-    target = services.accounts.resolve(who.principal, name, "iam.serviceAccounts.setIamPolicy",
-                                       method="SetIamPolicy")
+    target = services.accounts.resolve(
+        who.principal, name, "iam.serviceAccounts.setIamPolicy", method="SetIamPolicy"
+    )
     return json_response(
         services.iam.set_policy(who.principal, target, body.get("policy"), body.get("updateMask"))
     )
@@ -109,8 +113,9 @@ async def _test_permissions(request: Request, name: str) -> Response:
     who = caller(request)
     body = await json_body(request)
     services = _services(request)
-    target = services.accounts.resolve(who.principal, name, "iam.serviceAccounts.get",
-                                       method="TestIamPermissions")
+    target = services.accounts.resolve(
+        who.principal, name, "iam.serviceAccounts.get", method="TestIamPermissions"
+    )
     granted = services.iam.test_permissions(who.principal, target, body.get("permissions", []))
     return json_response({"permissions": granted} if granted else {})
 
@@ -180,8 +185,7 @@ async def _key(request: Request, key_name: str, verb: str) -> Response:
         raise NotFound(f"Method {verb!r} not found on a key.")
     if request.method == "GET":
         return json_response(
-            accounts.get_key(who.principal, key_name,
-                             request.query_params.get("publicKeyType", ""))
+            accounts.get_key(who.principal, key_name, request.query_params.get("publicKeyType", ""))
         )
     if request.method == "DELETE":
         return json_response(accounts.delete_key(who.principal, key_name))

@@ -32,11 +32,14 @@ def _basic_credentials(request: Request) -> dict[str, str]:
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise OAuthError("invalid_client", "Malformed HTTP Basic credentials.",
-                         http_status=401) from None
+        raise OAuthError(
+            "invalid_client", "Malformed HTTP Basic credentials.", http_status=401
+        ) from None
     client_id, _, secret = decoded.partition(":")
-    return {"client_id": urllib.parse.unquote_plus(client_id),
-            "client_secret": urllib.parse.unquote_plus(secret)}
+    return {
+        "client_id": urllib.parse.unquote_plus(client_id),
+        "client_secret": urllib.parse.unquote_plus(secret),
+    }
 
 
 async def token(request: Request) -> Response:

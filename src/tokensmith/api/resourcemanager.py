@@ -39,10 +39,12 @@ async def project_resource(request: Request) -> Response:
     if not verb:
         if request.method != "GET":
             raise NotFound(f"Method {request.method} not supported on a project.")
-        record = services.accounts.project(who.principal, project_id,
-                                           "resourcemanager.projects.get")
-        services.iam.check(who.principal, "resourcemanager.projects.get", Target(record),
-                           method="GetProject")
+        record = services.accounts.project(
+            who.principal, project_id, "resourcemanager.projects.get"
+        )
+        services.iam.check(
+            who.principal, "resourcemanager.projects.get", Target(record), method="GetProject"
+        )
         return json_response(_project_json(record))
     if request.method != "POST":
         raise NotFound(f"Method {verb!r} must be called with POST.")
@@ -70,8 +72,9 @@ async def project_resource(request: Request) -> Response:
         )
     if verb == "setIamPolicy":
         return json_response(
-            services.iam.set_policy(who.principal, target, body.get("policy"),
-                                    body.get("updateMask"))
+            services.iam.set_policy(
+                who.principal, target, body.get("policy"), body.get("updateMask")
+            )
         )
     granted = services.iam.test_permissions(who.principal, target, body.get("permissions", []))
     return json_response({"permissions": granted} if granted else {})

@@ -33,10 +33,17 @@ def cli() -> None:
 
 
 _server_options = [
-    click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                 help="Data directory (default ./.tokensmith; TOKENSMITH_DATA_DIR)."),
-    click.option("--database", default=None,
-                 help="Database URL (default: SQLite in the data dir; TOKENSMITH_DATABASE)."),
+    click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Data directory (default ./.tokensmith; TOKENSMITH_DATA_DIR).",
+    ),
+    click.option(
+        "--database",
+        default=None,
+        help="Database URL (default: SQLite in the data dir; TOKENSMITH_DATABASE).",
+    ),
 ]
 
 
@@ -50,18 +57,28 @@ def server_options(func: Any) -> Any:
 @server_options
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to listen on (default 8080).")
-@click.option("--project", default=None,
-              help="Default project, created on first start (default tokensmith-local).")
-@click.option("--owner-email", default=None,
-              help="Email of the owner user created on first start.")
-@click.option("--issuer", default=None,
-              help="Issuer (iss) of the tokens (default https://accounts.google.com).")
-@click.option("--public-url", default=None,
-              help="URL clients reach this server at (default http://HOST:PORT).")
-@click.option("--kek-file", default=None,
-              help="Key-encryption key file (default DATA_DIR/kek.key, generated if absent).")
-@click.option("--log-level", default=None,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--project",
+    default=None,
+    help="Default project, created on first start (default tokensmith-local).",
+)
+@click.option("--owner-email", default=None, help="Email of the owner user created on first start.")
+@click.option(
+    "--issuer",
+    default=None,
+    help="Issuer (iss) of the tokens (default https://accounts.google.com).",
+)
+@click.option(
+    "--public-url",
+    default=None,
+    help="URL clients reach this server at (default http://HOST:PORT).",
+)
+@click.option(
+    "--kek-file",
+    default=None,
+    help="Key-encryption key file (default DATA_DIR/kek.key, generated if absent).",
+)
+@click.option("--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(**flags: Any) -> None:
     """Run the server (SQLite in the data directory unless --database says otherwise)."""
     from tokensmith.main import serve as run

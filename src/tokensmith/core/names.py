@@ -84,11 +84,7 @@ def validate_project_id(project: str) -> str:
 
 
 def validate_email(email: str, *, field: str = "email") -> str:
-    if (
-        not isinstance(email, str)
-        or len(email) > MAX_EMAIL_LENGTH
-        or not _EMAIL.match(email)
-    ):
+    if not isinstance(email, str) or len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
         raise InvalidArgument(f"Invalid {field}: {str(email)[:100]!r} is not an email address.")
     return email
 

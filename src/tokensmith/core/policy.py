@@ -105,14 +105,12 @@ def parse_policy(raw: object) -> Policy:
     unknown = set(raw) - _POLICY_FIELDS
     if unknown:
         raise InvalidArgument(
-            f'Invalid JSON payload received. Unknown name "{sorted(unknown)[0]}" at \'policy\': '
+            f"Invalid JSON payload received. Unknown name \"{sorted(unknown)[0]}\" at 'policy': "
             "Cannot find field."
         )
     version = raw.get("version", 1)
     if isinstance(version, bool) or not isinstance(version, int) or version not in _VALID_VERSIONS:
-        raise InvalidArgument(
-            f"Invalid policy version {version!r}: valid versions are 0, 1 and 3."
-        )
+        raise InvalidArgument(f"Invalid policy version {version!r}: valid versions are 0, 1 and 3.")
     etag = raw.get("etag", "")
     if not isinstance(etag, str):
         raise InvalidArgument("policy.etag must be a string.")
@@ -129,8 +127,7 @@ def parse_policy(raw: object) -> Policy:
     has_conditions = any(b.condition is not None for b in bindings)
     if has_conditions and version != 3:
         raise InvalidArgument(
-            "Policies with conditional role bindings must set version to 3; "
-            f"got version {version}."
+            f"Policies with conditional role bindings must set version to 3; got version {version}."
         )
     audit = raw.get("auditConfigs", [])
     if not isinstance(audit, list) or not all(isinstance(a, dict) for a in audit):
@@ -192,9 +189,7 @@ def _parse_condition(raw: object, where: str) -> BindingCondition:
     try:
         compiled(expression)
     except ConditionError as exc:
-        raise InvalidArgument(
-            f"Condition expression of {where} is not supported: {exc}"
-        ) from None
+        raise InvalidArgument(f"Condition expression of {where} is not supported: {exc}") from None
     return BindingCondition(expression=expression, title=title, description=description)
 
 
@@ -210,9 +205,9 @@ def _validate_member(member: str) -> None:
     elif kind in ("user", "serviceAccount", "group") and sep:
         validate_email(rest, field="member")
         return
-    elif kind == "domain" and sep and _DOMAIN.match(rest):
-        return
-    elif kind in ("principal", "principalSet") and rest.startswith("//"):
+    elif (kind == "domain" and sep and _DOMAIN.match(rest)) or (
+        kind in ("principal", "principalSet") and rest.startswith("//")
+    ):
         return
     raise InvalidArgument(f"Invalid member {member[:200]!r}: unsupported member type.")
 

@@ -189,9 +189,7 @@ ROLES: Mapping[str, frozenset[str]] = {
             "resourcemanager.projects.get",
         }
     ),
-    "roles/iam.serviceAccountOpenIdTokenCreator": frozenset(
-        {"iam.serviceAccounts.getOpenIdToken"}
-    ),
+    "roles/iam.serviceAccountOpenIdTokenCreator": frozenset({"iam.serviceAccounts.getOpenIdToken"}),
     "roles/iam.workloadIdentityUser": frozenset(
         {
             "iam.serviceAccounts.get",

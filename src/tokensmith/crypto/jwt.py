@@ -25,8 +25,8 @@ __all__ = [
     "b64url_encode",
     "check_times",
     "encode",
-    "unverified_header",
     "unverified_claims",
+    "unverified_header",
     "verify_signature",
 ]
 
@@ -107,9 +107,9 @@ def verify_signature(token: str, key: Any) -> dict[str, Any]:
     """Check the signature with ``key`` (a cryptography public key); return the claims."""
     header = unverified_header(token)
     try:
-        payload = pyjwt.api_jws.PyJWS().decode_complete(
-            token, key=key, algorithms=[header["alg"]]
-        )["payload"]
+        payload = pyjwt.api_jws.PyJWS().decode_complete(token, key=key, algorithms=[header["alg"]])[
+            "payload"
+        ]
     except pyjwt.PyJWTError as exc:
         raise InvalidToken(f"signature check failed: {type(exc).__name__}") from None
     try:
@@ -130,9 +130,10 @@ def check_times(
     on_error: Callable[[str], Exception] = InvalidToken,
 ) -> None:
     """``exp`` and ``iat`` present, numeric, ``iat - leeway <= now < exp + leeway``."""
-    exp, iat = claims.get("exp"), claims.get("iat")
-    if not _is_number(exp) or not _is_number(iat):
+    exp_raw, iat_raw = claims.get("exp"), claims.get("iat")
+    if not _is_number(exp_raw) or not _is_number(iat_raw):
         raise on_error("exp and iat must be present and numeric")
+    exp, iat = float(exp_raw), float(iat_raw)  # type: ignore[arg-type]
     if now >= exp + leeway:
         raise on_error("token expired")
     if iat - leeway > now:

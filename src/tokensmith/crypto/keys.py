@@ -96,9 +96,7 @@ class PrivateKey:
             serialization.NoEncryption(),
         ).decode()
 
-    def self_signed_certificate(
-        self, common_name: str, not_before: float, not_after: float
-    ) -> str:
+    def self_signed_certificate(self, common_name: str, not_before: float, not_after: float) -> str:
         """A self-signed X.509 PEM for publication (``/oauth2/v1/certs`` style)."""
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
         cert = (

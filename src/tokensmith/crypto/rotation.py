@@ -11,7 +11,8 @@ A key's life has four instants: ``publish_at`` ≤ ``sign_from`` < ``sign_until`
 - the ``next`` key is prepared once the ``current`` key has less than ``prepublish`` left.
 
 Only a key set with no signing key at all (a new one, or one whose server was down past every
-window) gets a key that signs at once; the alternative would be an outage. https://github.com/spiffe/spire/blob/main/pkg/server/ca/manager (ShouldPrepareNext)
+window) gets a key that signs at once; the alternative would be an outage.
+See SPIRE's ca manager (ShouldPrepareNext): https://github.com/spiffe/spire
 """
 
 from __future__ import annotations

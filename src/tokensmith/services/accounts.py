@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import urllib.parse
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -56,8 +56,17 @@ UNDELETE_WINDOW = 30 * 86400.0
 MAX_USER_MANAGED_KEYS = 10
 NEVER = 253402300799.0  # 9999-12-31T23:59:59Z, Google's validBeforeTime of a key without expiry
 _CREATE_FIELDS = {"accountId", "serviceAccount"}
-_SA_FIELDS = {"displayName", "description", "name", "projectId", "uniqueId", "email", "etag",
-              "oauth2ClientId", "disabled"}
+_SA_FIELDS = {
+    "displayName",
+    "description",
+    "name",
+    "projectId",
+    "uniqueId",
+    "email",
+    "etag",
+    "oauth2ClientId",
+    "disabled",
+}
 _PATCH_MASK = {"displayName", "description"}
 
 
@@ -124,7 +133,12 @@ def _etag(record: ServiceAccountRecord, now: float) -> str:
 
 class Accounts:
     def __init__(
-        self, store: Store, clock: Clock, iam: Iam, auditor: Auditor, token_uri: str,
+        self,
+        store: Store,
+        clock: Clock,
+        iam: Iam,
+        auditor: Auditor,
+        token_uri: str,
         base_url: str,
     ) -> None:
         self._store = store
@@ -140,8 +154,13 @@ class Accounts:
         """A project the caller may act on; a missing one looks like a denial."""
         record = self._store.get_project(project_id)
         if record is None:
-            self._iam.deny(principal, permission, f"projects/{project_id}",
-                           method=permission, reason="no such project")
+            self._iam.deny(
+                principal,
+                permission,
+                f"projects/{project_id}",
+                method=permission,
+                reason="no such project",
+            )
         return record
 
     def resolve(
@@ -164,7 +183,9 @@ class Accounts:
         self._iam.check(principal, permission, target, method=method)
         return target
 
-    def _find(self, ref: ServiceAccountRef, *, include_deleted: bool) -> ServiceAccountRecord | None:
+    def _find(
+        self, ref: ServiceAccountRef, *, include_deleted: bool
+    ) -> ServiceAccountRecord | None:
         if ref.is_unique_id:
             record = self._store.get_service_account(ref.key)
             if record is not None and record.deleted_at is not None and not include_deleted:
@@ -177,22 +198,29 @@ class Accounts:
 
     def _missing(
         self, principal: Principal, ref: ServiceAccountRef, permission: str, method: str
-    ) -> Any:
+    ) -> NoReturn:
         project = None if ref.project == "-" else self._store.get_project(ref.project)
-        if project is not None and self._iam.decide(
-            principal, "iam.serviceAccounts.list", Target(project)
-        ).allowed:
+        if (
+            project is not None
+            and self._iam.decide(principal, "iam.serviceAccounts.list", Target(project)).allowed
+        ):
             raise NotFound(f"Unknown service account: {ref.key}")
-        self._iam.deny(principal, permission, f"projects/{ref.project}/serviceAccounts/{ref.key}",
-                       method=method, reason="no such service account")
+        self._iam.deny(
+            principal,
+            permission,
+            f"projects/{ref.project}/serviceAccounts/{ref.key}",
+            method=method,
+            reason="no such service account",
+        )
 
     # service accounts ---------------------------------------------------------------------
 
     def create(self, principal: Principal, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
         _check_fields(body, _CREATE_FIELDS, "request")
         project = self.project(principal, project_id, "iam.serviceAccounts.create")
-        self._iam.check(principal, "iam.serviceAccounts.create", Target(project),
-                        method="CreateServiceAccount")
+        self._iam.check(
+            principal, "iam.serviceAccounts.create", Target(project), method="CreateServiceAccount"
+        )
         account_id = validate_account_id(body.get("accountId"))  # type: ignore[arg-type]
         details = body.get("serviceAccount") or {}
         if not isinstance(details, dict):
@@ -221,33 +249,38 @@ class Accounts:
         return account_json(record)
 
     def get(self, principal: Principal, name: str) -> dict[str, Any]:
-        target = self.resolve(principal, name, "iam.serviceAccounts.get",
-                              method="GetServiceAccount")
+        target = self.resolve(
+            principal, name, "iam.serviceAccounts.get", method="GetServiceAccount"
+        )
         assert target.account is not None
         return account_json(target.account)
 
-    def list(
+    def list_accounts(
         self, principal: Principal, project_id: str, page_size: object, page_token: object
     ) -> dict[str, Any]:
         project = self.project(principal, project_id, "iam.serviceAccounts.list")
-        self._iam.check(principal, "iam.serviceAccounts.list", Target(project),
-                        method="ListServiceAccounts")
+        self._iam.check(
+            principal, "iam.serviceAccounts.list", Target(project), method="ListServiceAccounts"
+        )
         size = _page_size(page_size)
         after = _decode_page_token(page_token)
-        rows = list(self._store.list_service_accounts(project.project_id, after=after,
-                                                      limit=size + 1))
+        rows = list(
+            self._store.list_service_accounts(project.project_id, after=after, limit=size + 1)
+        )
         out: dict[str, Any] = {"accounts": [account_json(r) for r in rows[:size]]}
         if len(rows) > size:
             out["nextPageToken"] = base64.urlsafe_b64encode(
-                rows[size - 1].unique_id.encode()).decode()
+                rows[size - 1].unique_id.encode()
+            ).decode()
         if not out["accounts"]:
             del out["accounts"]
         return out
 
     def patch(self, principal: Principal, name: str, body: dict[str, Any]) -> dict[str, Any]:
         _check_fields(body, {"serviceAccount", "updateMask"}, "request")
-        target = self.resolve(principal, name, "iam.serviceAccounts.update",
-                              method="PatchServiceAccount")
+        target = self.resolve(
+            principal, name, "iam.serviceAccounts.update", method="PatchServiceAccount"
+        )
         assert target.account is not None
         details = body.get("serviceAccount")
         if not isinstance(details, dict):
@@ -255,7 +288,7 @@ class Accounts:
         _check_fields(details, _SA_FIELDS, "service_account")
         mask_raw = body.get("updateMask")
         if not isinstance(mask_raw, str) or not mask_raw.strip():
-            raise InvalidArgument("updateMask is required, e.g. \"displayName,description\".")
+            raise InvalidArgument('updateMask is required, e.g. "displayName,description".')
         mask = {f.strip() for f in mask_raw.split(",") if f.strip()}
         if not mask <= _PATCH_MASK:
             raise InvalidArgument(
@@ -274,8 +307,9 @@ class Accounts:
         return account_json(record)
 
     def delete(self, principal: Principal, name: str) -> dict[str, Any]:
-        target = self.resolve(principal, name, "iam.serviceAccounts.delete",
-                              method="DeleteServiceAccount")
+        target = self.resolve(
+            principal, name, "iam.serviceAccounts.delete", method="DeleteServiceAccount"
+        )
         assert target.account is not None
         record = dataclasses.replace(target.account, deleted_at=self._clock.now())
         self._store.update_service_account(record)
@@ -289,8 +323,13 @@ class Accounts:
                 "Undelete needs the account's unique id: "
                 "projects/-/serviceAccounts/{ACCOUNT_UNIQUE_ID}."
             )
-        target = self.resolve(principal, name, "iam.serviceAccounts.undelete",
-                              method="UndeleteServiceAccount", include_deleted=True)
+        target = self.resolve(
+            principal,
+            name,
+            "iam.serviceAccounts.undelete",
+            method="UndeleteServiceAccount",
+            include_deleted=True,
+        )
         account = target.account
         assert account is not None
         if account.deleted_at is None:
@@ -305,23 +344,28 @@ class Accounts:
             self._store.update_service_account(restored)
         except Conflict:
             raise FailedPrecondition(
-                f"Cannot undelete: the email {account.email} is used by a newer service "
-                "account."
+                f"Cannot undelete: the email {account.email} is used by a newer service account."
             ) from None
         self._audit_change(principal, "UndeleteServiceAccount", restored)
         return {"restoredAccount": account_json(restored)}
 
     def set_disabled(self, principal: Principal, name: str, disabled: bool) -> dict[str, Any]:
         verb = "disable" if disabled else "enable"
-        target = self.resolve(principal, name, f"iam.serviceAccounts.{verb}",
-                              method=f"{verb.capitalize()}ServiceAccount")
+        target = self.resolve(
+            principal,
+            name,
+            f"iam.serviceAccounts.{verb}",
+            method=f"{verb.capitalize()}ServiceAccount",
+        )
         assert target.account is not None
         record = dataclasses.replace(target.account, disabled=disabled)
         self._store.update_service_account(record)
         self._audit_change(principal, f"{verb.capitalize()}ServiceAccount", record)
         return {}
 
-    def _audit_change(self, principal: Principal, method: str, record: ServiceAccountRecord) -> None:
+    def _audit_change(
+        self, principal: Principal, method: str, record: ServiceAccountRecord
+    ) -> None:
         self._auditor.record(
             method=method,
             principal=principal.member,
@@ -335,8 +379,9 @@ class Accounts:
 
     def create_key(self, principal: Principal, name: str, body: dict[str, Any]) -> dict[str, Any]:
         _check_fields(body, {"privateKeyType", "keyAlgorithm"}, "request")
-        target = self.resolve(principal, name, "iam.serviceAccountKeys.create",
-                              method="CreateServiceAccountKey")
+        target = self.resolve(
+            principal, name, "iam.serviceAccountKeys.create", method="CreateServiceAccountKey"
+        )
         account = target.account
         assert account is not None
         key_type = body.get("privateKeyType") or "TYPE_GOOGLE_CREDENTIALS_FILE"
@@ -349,8 +394,7 @@ class Accounts:
             raise InvalidArgument(
                 f"keyAlgorithm {algorithm!r} is not supported; use KEY_ALG_RSA_2048."
             )
-        live = [k for k in self._store.list_keys(account.unique_id)
-                if k.key_type == "USER_MANAGED"]
+        live = [k for k in self._store.list_keys(account.unique_id) if k.key_type == "USER_MANAGED"]
         if len(live) >= MAX_USER_MANAGED_KEYS:
             raise FailedPrecondition(
                 f"Precondition check failed: a service account can have at most "
@@ -400,20 +444,26 @@ class Accounts:
         }
         out = _key_json(account, record)
         out["privateKeyType"] = "TYPE_GOOGLE_CREDENTIALS_FILE"
-        out["privateKeyData"] = base64.b64encode(orjson.dumps(key_file, option=orjson.OPT_INDENT_2)).decode()
+        out["privateKeyData"] = base64.b64encode(
+            orjson.dumps(key_file, option=orjson.OPT_INDENT_2)
+        ).decode()
         return out
 
     def list_keys(self, principal: Principal, name: str, key_types: list[str]) -> dict[str, Any]:
-        target = self.resolve(principal, name, "iam.serviceAccountKeys.list",
-                              method="ListServiceAccountKeys")
+        target = self.resolve(
+            principal, name, "iam.serviceAccountKeys.list", method="ListServiceAccountKeys"
+        )
         account = target.account
         assert account is not None
         for key_type in key_types:
             if key_type not in ("USER_MANAGED", "SYSTEM_MANAGED", "KEY_TYPE_UNSPECIFIED"):
                 raise InvalidArgument(f"Invalid keyTypes value {key_type!r}.")
         wanted = set(key_types) - {"KEY_TYPE_UNSPECIFIED"}
-        keys = [k for k in self._store.list_keys(account.unique_id)
-                if not wanted or k.key_type in wanted]
+        keys = [
+            k
+            for k in self._store.list_keys(account.unique_id)
+            if not wanted or k.key_type in wanted
+        ]
         return {"keys": [_key_json(account, k) for k in keys]} if keys else {}
 
     def _key(
@@ -434,8 +484,9 @@ class Accounts:
         return account, key
 
     def get_key(self, principal: Principal, key_name: str, public_key_type: str) -> dict[str, Any]:
-        account, key = self._key(principal, key_name, "iam.serviceAccountKeys.get",
-                                 "GetServiceAccountKey")
+        account, key = self._key(
+            principal, key_name, "iam.serviceAccountKeys.get", "GetServiceAccountKey"
+        )
         out = _key_json(account, key)
         if public_key_type in ("", "TYPE_X509_PEM_FILE"):
             out["publicKeyData"] = base64.b64encode(key.certificate_pem.encode()).decode()
@@ -446,16 +497,23 @@ class Accounts:
         return out
 
     def delete_key(self, principal: Principal, key_name: str) -> dict[str, Any]:
-        account, key = self._key(principal, key_name, "iam.serviceAccountKeys.delete",
-                                 "DeleteServiceAccountKey")
+        account, key = self._key(
+            principal, key_name, "iam.serviceAccountKeys.delete", "DeleteServiceAccountKey"
+        )
         self._store.update_key(dataclasses.replace(key, deleted_at=self._clock.now()))
         self._audit_key(principal, "DeleteServiceAccountKey", account, key)
         return {}
 
-    def set_key_disabled(self, principal: Principal, key_name: str, disabled: bool) -> dict[str, Any]:
+    def set_key_disabled(
+        self, principal: Principal, key_name: str, disabled: bool
+    ) -> dict[str, Any]:
         verb = "disable" if disabled else "enable"
-        account, key = self._key(principal, key_name, f"iam.serviceAccountKeys.{verb}",
-                                 f"{verb.capitalize()}ServiceAccountKey")
+        account, key = self._key(
+            principal,
+            key_name,
+            f"iam.serviceAccountKeys.{verb}",
+            f"{verb.capitalize()}ServiceAccountKey",
+        )
         self._store.update_key(dataclasses.replace(key, disabled=disabled))
         self._audit_key(principal, f"{verb.capitalize()}ServiceAccountKey", account, key)
         return {}
@@ -495,5 +553,3 @@ def _decode_page_token(value: object) -> str:
     if not decoded.isdigit():
         raise InvalidArgument("Invalid pageToken.")
     return decoded
-
-

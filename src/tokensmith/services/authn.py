@@ -29,9 +29,9 @@ from tokensmith.store.base import Store
 __all__ = [
     "CLOUD_PLATFORM",
     "IAM_SCOPE",
+    "MISSING_CREDENTIALS",
     "Authenticator",
     "Caller",
-    "MISSING_CREDENTIALS",
     "require_scope",
 ]
 

@@ -8,6 +8,7 @@ and gcloud load as they are; it is written with mode 0600 and never logged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -58,8 +59,9 @@ class Bootstrap:
         self._keyring = keyring
         self._oauth = oauth
 
-    def run(self, *, project_id: str, owner_email: str, credentials_path: Path,
-            token_uri: str) -> ProjectRecord:
+    def run(
+        self, *, project_id: str, owner_email: str, credentials_path: Path, token_uri: str
+    ) -> ProjectRecord:
         validate_project_id(project_id)
         validate_email(owner_email, field="owner email")
         owner_email = owner_email.lower()
@@ -86,15 +88,17 @@ class Bootstrap:
         if self._store.get_policy(key) is not None:
             return  # the operator's policy stands, even if it has since changed the owner
         body = orjson.dumps(
-            {"version": 1, "bindings": [{"role": "roles/owner", "members": [f"user:{owner_email}"]}]}
+            {
+                "version": 1,
+                "bindings": [{"role": "roles/owner", "members": [f"user:{owner_email}"]}],
+            }
         ).decode()
-        try:
+        # Another node may bootstrap the same project at the same moment; its policy stands.
+        with contextlib.suppress(Conflict):
             self._store.put_policy(
                 PolicyRecord(key, body, hash_secret(body)[:12], 1, self._clock.now()),
                 expected_etag=EMPTY_ETAG,
             )
-        except Conflict:  # another node bootstrapped the same project at the same moment
-            pass
 
     def _ensure_credentials(self, owner_email: str, path: Path, token_uri: str) -> None:
         if path.exists():
@@ -106,11 +110,11 @@ class Bootstrap:
         client_id = f"{new_unique_id()}.apps.tokensmith.local"
         client_secret = new_secret("TS-", 24)
         self._store.insert_oauth_client(
-            OAuthClientRecord(client_id, hash_secret(client_secret), "tokensmith owner",
-                              self._clock.now())
+            OAuthClientRecord(
+                client_id, hash_secret(client_secret), "tokensmith owner", self._clock.now()
+            )
         )
-        refresh_token = self._oauth.issue_refresh_token(owner_email, client_id,
-                                                        DEFAULT_USER_SCOPES)
+        refresh_token = self._oauth.issue_refresh_token(owner_email, client_id, DEFAULT_USER_SCOPES)
         write_private_json(
             path,
             {

@@ -158,15 +158,17 @@ class Iam:
                 f"Invalid requestedPolicyVersion {requested_version}: valid versions are "
                 "0, 1 and 3."
             )
-        self.check(principal, self._permission(target, "getIamPolicy"), target,
-                   method="GetIamPolicy")
+        self.check(
+            principal, self._permission(target, "getIamPolicy"), target, method="GetIamPolicy"
+        )
         return policy_to_json(self._stored(target.policy_key), requested_version)
 
     def set_policy(
         self, principal: Principal, target: Target, raw_policy: object, update_mask: object
     ) -> dict[str, Any]:
-        self.check(principal, self._permission(target, "setIamPolicy"), target,
-                   method="SetIamPolicy")
+        self.check(
+            principal, self._permission(target, "setIamPolicy"), target, method="SetIamPolicy"
+        )
         mask = _parse_mask(update_mask)
         incoming = parse_policy(raw_policy)
         given_etag = (raw_policy.get("etag") if isinstance(raw_policy, dict) else None) or None
@@ -251,9 +253,12 @@ def _parse_mask(update_mask: object) -> set[str]:
 
 def _require_an_owner(policy: Policy) -> None:
     for binding in policy.bindings:
-        if binding.role == "roles/owner" and binding.condition is None:
-            if any(m.startswith(("user:", "serviceAccount:")) for m in binding.members):
-                return
+        if (
+            binding.role == "roles/owner"
+            and binding.condition is None
+            and any(m.startswith(("user:", "serviceAccount:")) for m in binding.members)
+        ):
+            return
     raise FailedPrecondition(
         "A project policy must keep at least one unconditional roles/owner binding for a "
         "user or service account; otherwise nobody could administer the project."

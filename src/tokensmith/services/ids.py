@@ -25,9 +25,7 @@ def new_unique_id() -> str:
 
 
 def new_project_number() -> str:
-    return secrets.choice("123456789") + "".join(
-        secrets.choice("0123456789") for _ in range(11)
-    )
+    return secrets.choice("123456789") + "".join(secrets.choice("0123456789") for _ in range(11))
 
 
 def new_secret(prefix: str = "", nbytes: int = 32) -> str:

@@ -115,9 +115,7 @@ class IssuerKeyring:
             self._store.insert_signing_key(record)
         except Conflict:  # pragma: no cover - 160-bit random ids do not collide
             return None
-        log.info(
-            "issuer key %s created: published now, signs from %s", key.key_id, sign_from
-        )
+        log.info("issuer key %s created: published now, signs from %s", key.key_id, sign_from)
         self.refresh()
         return key.key_id
 
@@ -150,7 +148,7 @@ class IssuerKeyring:
         return [k.window for k in self._keys.values()]
 
     def verification_key(self, key_id: str) -> PublicKey | None:
-        """The public key for ``key_id`` if it is published now (unpublished keys verify nothing)."""
+        """The public key for ``key_id`` if it is published now; unpublished keys verify nothing."""
         now = self._clock.now()
         with self._lock:
             loaded = self._keys.get(key_id)

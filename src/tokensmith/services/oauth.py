@@ -200,9 +200,7 @@ class OAuth:
             raise _grant_error("Invalid JWT: Failed audience check.")
         now = self._clock.now()
         try:
-            jwt.check_times(
-                claims, now, leeway=ASSERTION_SKEW, max_lifetime=ASSERTION_MAX_LIFETIME
-            )
+            jwt.check_times(claims, now, leeway=ASSERTION_SKEW, max_lifetime=ASSERTION_MAX_LIFETIME)
         except jwt.InvalidToken:
             raise _grant_error(_BAD_TIMES) from None
         subject = claims.get("sub")
@@ -274,5 +272,3 @@ def _usable(key: KeyRecord, now: float) -> bool:
         and key.deleted_at is None
         and key.valid_after - ASSERTION_SKEW <= now < key.valid_before
     )
-
-

@@ -27,21 +27,28 @@ __all__ = ["LIFETIME_EXTENSION", "OrgPolicies"]
 
 LIFETIME_EXTENSION = "constraints/iam.allowServiceAccountCredentialLifetimeExtension"
 _SUPPORTED = {LIFETIME_EXTENSION}
-_POLICY_FIELDS = {"constraint", "etag", "version", "listPolicy", "booleanPolicy",
-                  "restoreDefault", "updateTime"}
-_LIST_FIELDS = {"allowedValues", "deniedValues", "allValues", "suggestedValue",
-                "inheritFromParent"}
+_POLICY_FIELDS = {
+    "constraint",
+    "etag",
+    "version",
+    "listPolicy",
+    "booleanPolicy",
+    "restoreDefault",
+    "updateTime",
+}
+_LIST_FIELDS = {"allowedValues", "deniedValues", "allValues", "suggestedValue", "inheritFromParent"}
 _ALL_VALUES = {"ALL_VALUES_UNSPECIFIED", "ALLOW", "DENY"}
 
 
 def _constraint(raw: object) -> str:
     if not isinstance(raw, str) or not raw:
-        raise InvalidArgument("constraint is required, e.g. \"" + LIFETIME_EXTENSION + "\".")
+        raise InvalidArgument('constraint is required, e.g. "' + LIFETIME_EXTENSION + '".')
     name = raw if raw.startswith("constraints/") else f"constraints/{raw}"
     if name not in _SUPPORTED:
         raise InvalidArgument(
             f"Constraint {name} is not supported by tokensmith; supported: "
-            + ", ".join(sorted(_SUPPORTED)) + "."
+            + ", ".join(sorted(_SUPPORTED))
+            + "."
         )
     return name
 
@@ -111,8 +118,13 @@ class OrgPolicies:
     def _target(self, principal: Principal, project_id: str, permission: str) -> ProjectRecord:
         project = self._store.get_project(project_id)
         if project is None:
-            self._iam.deny(principal, permission, f"projects/{project_id}",
-                           method=permission, reason="no such project")
+            self._iam.deny(
+                principal,
+                permission,
+                f"projects/{project_id}",
+                method=permission,
+                reason="no such project",
+            )
         self._iam.check(principal, permission, Target(project), method=permission)
         return project
 
@@ -143,9 +155,7 @@ class OrgPolicies:
         expected = raw.get("etag") if isinstance(raw, dict) else None
         now = self._clock.now()
         text = orjson.dumps(policy, option=orjson.OPT_SORT_KEYS).decode()
-        etag = base64.b64encode(
-            hashlib.sha256(f"{text}\x00{now}".encode()).digest()[:8]
-        ).decode()
+        etag = base64.b64encode(hashlib.sha256(f"{text}\x00{now}".encode()).digest()[:8]).decode()
         record = OrgPolicyRecord(project.project_id, policy["constraint"], text, etag, now)
         try:
             self._store.put_org_policy(record, expected or None)
@@ -153,10 +163,14 @@ class OrgPolicies:
             raise Aborted(
                 "The policy was modified concurrently (etag mismatch); read it again and retry."
             ) from None
-        self._auditor.record(method="SetOrgPolicy", principal=principal.member,
-                             resource=f"projects/{project.project_id}",
-                             permission="orgpolicy.policy.set", outcome="granted",
-                             detail={"constraint": policy["constraint"]})
+        self._auditor.record(
+            method="SetOrgPolicy",
+            principal=principal.member,
+            resource=f"projects/{project.project_id}",
+            permission="orgpolicy.policy.set",
+            outcome="granted",
+            detail={"constraint": policy["constraint"]},
+        )
         return self._render(record)
 
     def clear(self, principal: Principal, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -164,16 +178,21 @@ class OrgPolicies:
         constraint = _constraint(body.get("constraint"))
         etag = body.get("etag")
         try:
-            self._store.delete_org_policy(project.project_id, constraint,
-                                          etag if isinstance(etag, str) and etag else None)
+            self._store.delete_org_policy(
+                project.project_id, constraint, etag if isinstance(etag, str) and etag else None
+            )
         except Conflict:
             raise Aborted(
                 "The policy was modified concurrently (etag mismatch); read it again and retry."
             ) from None
-        self._auditor.record(method="ClearOrgPolicy", principal=principal.member,
-                             resource=f"projects/{project.project_id}",
-                             permission="orgpolicy.policy.set", outcome="granted",
-                             detail={"constraint": constraint})
+        self._auditor.record(
+            method="ClearOrgPolicy",
+            principal=principal.member,
+            resource=f"projects/{project.project_id}",
+            permission="orgpolicy.policy.set",
+            outcome="granted",
+            detail={"constraint": constraint},
+        )
         return {}
 
     def lifetime_extension_allowed(self, project_id: str, email: str) -> bool:

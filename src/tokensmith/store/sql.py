@@ -245,9 +245,7 @@ class SqlStore:
         c = t.iam_policies.c
         values = dataclasses.asdict(record)
         with self._tx() as conn:
-            current = conn.execute(
-                select(c.etag).where(c.resource == record.resource)
-            ).first()
+            current = conn.execute(select(c.etag).where(c.resource == record.resource)).first()
             if current is None:
                 # An absent policy has the well-known empty etag; inserting races on the PK.
                 if expected_etag not in (None, "", "ACAB"):
@@ -309,9 +307,7 @@ class SqlStore:
     def revoke_token_id(self, token_id: str, expires_at: float, when: float) -> None:
         with self._tx() as conn:
             exists = conn.execute(
-                select(t.revoked_tokens.c.token_id).where(
-                    t.revoked_tokens.c.token_id == token_id
-                )
+                select(t.revoked_tokens.c.token_id).where(t.revoked_tokens.c.token_id == token_id)
             ).first()
             if exists is None:
                 conn.execute(
@@ -323,9 +319,7 @@ class SqlStore:
     def is_token_id_revoked(self, token_id: str) -> bool:
         with self._tx() as conn:
             row = conn.execute(
-                select(t.revoked_tokens.c.token_id).where(
-                    t.revoked_tokens.c.token_id == token_id
-                )
+                select(t.revoked_tokens.c.token_id).where(t.revoked_tokens.c.token_id == token_id)
             ).first()
         return row is not None
 

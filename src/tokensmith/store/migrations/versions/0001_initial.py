@@ -77,9 +77,7 @@ def upgrade() -> None:
         sqlite_where=sa.text("deleted_at IS NULL"),
         postgresql_where=sa.text("deleted_at IS NULL"),
     )
-    op.create_index(
-        "ix_service_accounts_project", "service_accounts", ["project_id", "unique_id"]
-    )
+    op.create_index("ix_service_accounts_project", "service_accounts", ["project_id", "unique_id"])
     op.create_table(
         "service_account_keys",
         sa.Column("key_id", sa.String(64), primary_key=True),
