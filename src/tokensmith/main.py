@@ -22,11 +22,14 @@ from tokensmith.services.accounts import Accounts
 from tokensmith.services.audit import Auditor
 from tokensmith.services.authn import Authenticator
 from tokensmith.services.bootstrap import Bootstrap
+from tokensmith.services.credentials import Credentials
 from tokensmith.services.directory import Directory
 from tokensmith.services.iam import Iam
 from tokensmith.services.keyring import IssuerKeyring
 from tokensmith.services.oauth import OAuth
 from tokensmith.services.orgpolicy import OrgPolicies
+from tokensmith.services.sakeys import AccountKeys
+from tokensmith.services.tokeninfo import TokenInfo
 from tokensmith.services.tokens import TokenMinter
 from tokensmith.store import migrate
 from tokensmith.store.base import ProjectRecord
@@ -53,6 +56,9 @@ class Services:
     accounts: Accounts
     orgpolicy: OrgPolicies
     oauth: OAuth
+    account_keys: AccountKeys
+    credentials: Credentials
+    tokeninfo: TokenInfo
     project: ProjectRecord
 
     @property
@@ -94,6 +100,11 @@ def build(
         auditor,
         own_audiences=frozenset({settings.token_uri, f"{settings.base_url}/oauth2/v4/token"}),
     )
+    account_keys = AccountKeys(store, kek, clock)
+    credentials = Credentials(
+        store, clock, iam, directory, minter, account_keys, orgpolicy, auditor
+    )
+    tokeninfo = TokenInfo(authn, keyring, clock, settings.issuer)
     project = Bootstrap(store, clock, iam, keyring, oauth).run(
         project_id=settings.project,
         owner_email=settings.owner_email,
@@ -115,6 +126,9 @@ def build(
         accounts=accounts,
         orgpolicy=orgpolicy,
         oauth=oauth,
+        account_keys=account_keys,
+        credentials=credentials,
+        tokeninfo=tokeninfo,
         project=project,
     )
 

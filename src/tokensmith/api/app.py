@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tokensmith.api import discovery, iam, oauth2, resourcemanager
+from tokensmith.api import discovery, iam, iamcredentials, oauth2, resourcemanager, tokeninfo
 from tokensmith.api.errors import (
     google_error,
     handle_oauth_error,
@@ -48,9 +48,13 @@ def create_app(services: Any) -> Starlette:
         Route("/healthz", _health, methods=["GET"]),
         *discovery.routes,
         *oauth2.routes,
+        *tokeninfo.routes,
         *iam.routes,
         *resourcemanager.routes,
+        *iamcredentials.routes,
     ]
+    # The IAM Credentials API's methods are custom verbs on the IAM API's resource names.
+    iam.ACCOUNT_VERBS.update(iamcredentials.VERBS)
     app = Starlette(
         routes=routes,
         exception_handlers={

@@ -2,7 +2,11 @@
 
 - ``/.well-known/openid-configuration`` — OIDC discovery for this issuer;
 - ``/oauth2/v3/certs`` — the issuer's JWKS (RFC 7517);
-- ``/oauth2/v1/certs`` — ``{kid: PEM X.509 certificate}``, the form Node's verifier reads.
+- ``/oauth2/v1/certs`` — ``{kid: PEM X.509 certificate}``, the form Node's verifier reads;
+- per service account (the keys ``signBlob``/``signJwt`` sign with, and its user-managed keys):
+  ``/service_accounts/v1/metadata/x509/{EMAIL}`` (alias ``/robot/v1/metadata/x509/{EMAIL}``),
+  ``/service_accounts/v1/metadata/jwk/{EMAIL}`` (alias ``/service_accounts/v1/jwk/{EMAIL}``) and
+  ``/service_accounts/v1/metadata/raw/{EMAIL}`` (``{kid: PEM public key}``).
 
 ``Cache-Control: public, max-age=N`` with N shorter than the key rotation's pre-publication
 time, so a verifier that honours caching always has a key before it first signs.
@@ -17,6 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tokensmith.api.errors import json_response
+from tokensmith.crypto.keys import load_public_pem
+from tokensmith.errors import NotFound
 
 __all__ = ["CERTS_MAX_AGE", "public_cache_headers", "routes"]
 
@@ -75,7 +81,45 @@ async def openid_configuration(request: Request) -> Response:
     )
 
 
+def _account_keys(request: Request) -> list[tuple[str, str, dict[str, str], str]]:
+    """(kid, certificate PEM, JWK, public PEM) of every key an account's documents publish."""
+    services = _services(request)
+    email = request.path_params["email"].lower()
+    account = services.directory.by_email(email)
+    if account is None:
+        raise NotFound(f"Service account {email[:254]} not found.")
+    out = [
+        (k.key_id, k.certificate_pem, k.public.jwk, k.public.pem)
+        for k in services.account_keys.published(account)
+    ]
+    for key in services.store.list_keys(account.unique_id):
+        if key.key_type == "USER_MANAGED" and not key.disabled:
+            public = load_public_pem(key.key_id, key.public_key_pem.encode())
+            out.append((key.key_id, key.certificate_pem, public.jwk, key.public_key_pem))
+    return out
+
+
+async def account_x509(request: Request) -> Response:
+    body = {kid: cert for kid, cert, _, _ in _account_keys(request)}
+    return json_response(body, headers=public_cache_headers())
+
+
+async def account_jwk(request: Request) -> Response:
+    body = {"keys": [jwk for _, _, jwk, _ in _account_keys(request)]}
+    return json_response(body, headers=public_cache_headers())
+
+
+async def account_raw(request: Request) -> Response:
+    body = {kid: pem for kid, _, _, pem in _account_keys(request)}
+    return json_response(body, headers=public_cache_headers())
+
+
 routes = [
+    Route("/service_accounts/v1/metadata/x509/{email}", account_x509, methods=["GET"]),
+    Route("/robot/v1/metadata/x509/{email}", account_x509, methods=["GET"]),
+    Route("/service_accounts/v1/metadata/jwk/{email}", account_jwk, methods=["GET"]),
+    Route("/service_accounts/v1/jwk/{email}", account_jwk, methods=["GET"]),
+    Route("/service_accounts/v1/metadata/raw/{email}", account_raw, methods=["GET"]),
     Route("/.well-known/openid-configuration", openid_configuration, methods=["GET"]),
     Route("/oauth2/v3/certs", jwks, methods=["GET"]),
     Route("/oauth2/v1/certs", pem_certs, methods=["GET"]),

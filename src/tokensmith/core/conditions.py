@@ -304,10 +304,10 @@ def _parse_duration(text: str) -> timedelta:
     match = _DURATION_RE.fullmatch(text)
     if match is None:
         raise ValueError(f"invalid duration {text!r}: expected e.g. '3600s', '1.5h' or '1h30m'")
-    nanos = sum(
-        (Fraction(num) * _UNIT_NANOS[unit] for num, unit in re.findall(_DURATION_PART, text)),
-        Fraction(0),
-    )
+    parts = re.findall(_DURATION_PART, text)
+    if sum(len(num) for num, _ in parts) > 40:  # also keeps int() below its digit-count limit
+        raise ValueError(f"invalid duration {text!r}: out of range")
+    nanos = sum((Fraction(num) * _UNIT_NANOS[unit] for num, unit in parts), Fraction(0))
     if nanos.denominator != 1 or nanos % 1000:
         raise ValueError(f"invalid duration {text!r}: sub-microsecond precision is not supported")
     if nanos > _INT64_MAX:

@@ -1,5 +1,5 @@
-"""The issuer key set: keys that sign access tokens and ID tokens, rotated without breaking
-verifiers.
+"""Rotating key sets: the issuer's (access and ID tokens) and each service account's
+system-managed keys (signBlob, signJwt), rotated without ever breaking a verifier.
 
 Keys live sealed in the store; this keyring holds them decrypted in memory, parsed once (no
 per-request key parsing), and asks ``crypto.rotation`` — a pure function of ``now`` — when a
@@ -25,7 +25,7 @@ from tokensmith.crypto.rotation import (
 from tokensmith.crypto.sealing import KeyEncryptionKey
 from tokensmith.store.base import Conflict, SigningKeyRecord, Store
 
-__all__ = ["IssuerKeyring", "LoadedKey"]
+__all__ = ["IssuerKeyring", "Keyring", "LoadedKey"]
 
 log = logging.getLogger("tokensmith.keys")
 
@@ -48,7 +48,7 @@ class LoadedKey:
         return self.private.public
 
 
-class IssuerKeyring:
+class Keyring:
     def __init__(
         self,
         store: Store,
@@ -56,15 +56,18 @@ class IssuerKeyring:
         clock: Clock,
         policy: RotationPolicy | None = None,
         purpose: str = ISSUER,
+        common_name: str = "tokensmith issuer",
     ) -> None:
         self._store = store
         self._kek = kek
         self._clock = clock
         self.policy = policy or RotationPolicy()
         self._purpose = purpose
+        self._common_name = common_name
         self._keys: dict[str, LoadedKey] = {}
         self._lock = threading.Lock()
         self._last_miss_refresh = float("-inf")
+        self._create_lock = threading.Lock()
 
     # loading and rotation -----------------------------------------------------------------
 
@@ -89,6 +92,10 @@ class IssuerKeyring:
 
     def ensure(self, *, force: bool = False) -> str | None:
         """Create the key the rotation policy asks for now, if any; returns its id."""
+        with self._create_lock:  # two threads must not both create "the next" key
+            return self._ensure(force)
+
+    def _ensure(self, force: bool) -> str | None:
         now = self._clock.now()
         self.refresh()
         plan = next_window(self._windows(), now, self.policy, force=force)
@@ -102,7 +109,7 @@ class IssuerKeyring:
             algorithm="RS256",
             public_key_pem=key.public.pem,
             certificate_pem=key.self_signed_certificate(
-                "tokensmith issuer", publish_at, unpublish_at
+                self._common_name, publish_at, unpublish_at
             ),
             private_key_sealed=self._kek.seal(key.pkcs8_pem().encode(), key.key_id),
             created_at=now,
@@ -115,7 +122,7 @@ class IssuerKeyring:
             self._store.insert_signing_key(record)
         except Conflict:  # pragma: no cover - 160-bit random ids do not collide
             return None
-        log.info("issuer key %s created: published now, signs from %s", key.key_id, sign_from)
+        log.info("%s key %s created, signs from %s", self._purpose, key.key_id, sign_from)
         self.refresh()
         return key.key_id
 
@@ -165,3 +172,6 @@ class IssuerKeyring:
         if not window.publish_at <= now < window.unpublish_at:
             return None
         return loaded.public
+
+
+IssuerKeyring = Keyring  # the issuer's key set is a Keyring with purpose "issuer"
