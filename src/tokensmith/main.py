@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from tokensmith.clock import Clock, SystemClock
@@ -35,7 +36,7 @@ from tokensmith.store import migrate
 from tokensmith.store.base import ProjectRecord
 from tokensmith.store.sql import SqlStore, make_engine
 
-__all__ = ["Services", "build", "serve"]
+__all__ = ["Services", "build", "serve", "start_maintenance"]
 
 log = logging.getLogger("tokensmith")
 
@@ -65,8 +66,37 @@ class Services:
     def owner_credentials_path(self) -> Path:
         return self.settings.credentials_dir / "owner.json"
 
+    def maintain(self) -> None:
+        """Periodic duties: rotate the issuer's and the accounts' keys when it is time."""
+        self.keyring.ensure()
+        self.account_keys.maintain()
+
     def close(self) -> None:
         self.store.close()
+
+
+MAINTENANCE_INTERVAL = 60.0
+
+
+def start_maintenance(
+    services: Services, interval: float = MAINTENANCE_INTERVAL
+) -> threading.Event:
+    """Run ``services.maintain()`` every ``interval`` seconds until the returned event is set.
+
+    Rotation also happens on the signing path, but an idle server must prepare its next key
+    ``prepublish`` ahead too, or its first request after the switch would sign in the grace.
+    """
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                services.maintain()
+            except Exception:  # keep the loop alive; the next round retries
+                log.exception("maintenance round failed")
+
+    threading.Thread(target=loop, name="tokensmith-maintenance", daemon=True).start()
+    return stop
 
 
 def build(
@@ -176,6 +206,7 @@ def serve(settings: Settings) -> None:
     )
     server = uvicorn.Server(config)
     listeners = _write_listeners(settings)
+    maintenance = start_maintenance(services)
     print(f"tokensmith listening on {settings.base_url}", flush=True)
     print(
         f"  project:            {services.project.project_id} "
@@ -188,6 +219,7 @@ def serve(settings: Settings) -> None:
     try:
         server.run()
     finally:
+        maintenance.set()
         listeners.unlink(missing_ok=True)
         services.close()
         print("tokensmith stopped", flush=True)

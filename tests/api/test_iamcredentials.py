@@ -127,7 +127,8 @@ def test_expire_time_is_whole_seconds_with_z(world: World) -> None:
         {"scope": [CLOUD], "lifetime": "600s", "delegates": None},
     ).json()
     assert len(body["expireTime"]) == 20
-    assert body["expireTime"].endswith("Z") and "." not in body["expireTime"]
+    assert body["expireTime"].endswith("Z")
+    assert "." not in body["expireTime"]
 
 
 def test_project_level_grant_covers_every_account(world: World) -> None:
@@ -253,7 +254,8 @@ def test_id_token_claims_and_verification(world: World) -> None:
     assert plain.status_code == 200, plain.text
     token = plain.json()["token"]
     header = pyjwt.get_unverified_header(token)
-    assert header["alg"] == "RS256" and len(header["kid"]) == 40
+    assert header["alg"] == "RS256"
+    assert len(header["kid"]) == 40
     claims = verify_id_token(world.http, token, "https://svc.example")
     assert claims["sub"] == claims["azp"] == target["uniqueId"]
     assert claims["iss"] == "https://accounts.google.com"

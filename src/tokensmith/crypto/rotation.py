@@ -7,7 +7,8 @@ A key's life has four instants: ``publish_at`` ≤ ``sign_from`` < ``sign_until`
   longer than the ``Cache-Control: max-age`` of the published documents, so a verifier that
   honours caching has the key before it sees a token signed with it;
 - a key stays published until everything it signed has expired:
-  ``unpublish_at = sign_until + max_token_lifetime + skew``;
+  ``unpublish_at = sign_until + grace + max_token_lifetime + skew``, where the grace (equal to
+  ``prepublish``) lets the old key go on signing when the rotation loop ran late;
 - the ``next`` key is prepared once the ``current`` key has less than ``prepublish`` left.
 
 Only a key set with no signing key at all (a new one, or one whose server was down past every
@@ -44,10 +45,34 @@ class KeyWindow:
     unpublish_at: float
 
 
-def signing_key(keys: Sequence[KeyWindow], now: float) -> KeyWindow | None:
-    """The key that signs at ``now``: the newest whose signing window holds ``now``."""
-    candidates = [k for k in keys if k.sign_from <= now < k.sign_until and k.publish_at <= now]
-    return max(candidates, key=lambda k: k.sign_from, default=None)
+def signing_key(keys: Sequence[KeyWindow], now: float, policy: RotationPolicy) -> KeyWindow | None:
+    """The key that signs at ``now``.
+
+    Preference order: a key inside its signing window that verifiers have had time to fetch
+    (published ``prepublish`` ago, or a key that signed from the moment it was published);
+    then such a key in its grace period (``prepublish`` past ``sign_until``: the rotation loop
+    ran late, and the old key keeps signing until the new one is ready); then, degraded, any
+    key in its window or grace. Among equals, the newest.
+    """
+
+    def ready(k: KeyWindow) -> bool:
+        return now - k.publish_at >= policy.prepublish or k.publish_at >= k.sign_from
+
+    live = [
+        k
+        for k in keys
+        if k.publish_at <= now and k.sign_from <= now < k.sign_until + policy.prepublish
+    ]
+    in_window = [k for k in live if now < k.sign_until]
+    for group in (
+        [k for k in in_window if ready(k)],
+        [k for k in live if ready(k)],
+        in_window,
+        live,
+    ):
+        if group:
+            return max(group, key=lambda k: k.sign_from)
+    return None
 
 
 def published(keys: Sequence[KeyWindow], now: float) -> list[KeyWindow]:
@@ -65,7 +90,7 @@ def next_window(
     None when no key is needed. ``force`` asks for a new key even if the current one has time
     left (an operator's rotation): it is published now and signs after ``prepublish``.
     """
-    current = signing_key(keys, now)
+    current = signing_key(keys, now, policy)
     newest = max(keys, key=lambda k: k.sign_from, default=None)
     if current is None:
         if newest is not None and newest.sign_from > now:
@@ -80,7 +105,9 @@ def next_window(
     if newest is not None and newest.sign_from > current.sign_from:
         return None  # next already prepared
     if current.sign_until - now <= policy.prepublish:
-        return _window(now, current.sign_until, policy)
+        # Normally exactly ``sign_until``; a late loop pushes the start out so the new key is
+        # still published ``prepublish`` before it signs (the old key signs in its grace).
+        return _window(now, max(current.sign_until, now + policy.prepublish), policy)
     return None
 
 
@@ -88,5 +115,6 @@ def _window(
     now: float, sign_from: float, policy: RotationPolicy
 ) -> tuple[float, float, float, float]:
     sign_until = sign_from + policy.rotation_period
-    unpublish_at = sign_until + policy.max_token_lifetime + policy.skew
+    # Published past the grace period for as long as the longest token it can sign lives.
+    unpublish_at = sign_until + policy.prepublish + policy.max_token_lifetime + policy.skew
     return (now, sign_from, sign_until, unpublish_at)

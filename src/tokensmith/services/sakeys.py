@@ -70,3 +70,10 @@ class AccountKeys:
 
     def rotate(self, account: ServiceAccountRecord) -> str | None:
         return self.ring(account).ensure(force=True)
+
+    def maintain(self) -> None:
+        """Run the rotation check of every account key set in use (the server's loop)."""
+        with self._lock:
+            rings = list(self._rings.values())
+        for ring in rings:
+            ring.ensure()
