@@ -323,7 +323,8 @@ def test_sign_blob_bad_payload(world: World, payload: object) -> None:
 def test_sign_jwt_signs_payload_verbatim(world: World) -> None:
     """signJwt's output has header alg/kid/typ, the payload byte for byte, and verifies."""
     grant(world.owner, email("target"), TOKEN_CREATOR, f"serviceAccount:{email('caller')}")
-    payload = '{"sub": "x",  "aud": "y", "exp": %d}\n' % int(world.clock.now() + 600)
+    exp = int(world.clock.now() + 600)
+    payload = '{"sub": "x",  "aud": "y", "exp": ' + str(exp) + "}\n"
     response = world.call(email("target"), "signJwt", {"payload": payload})
     assert response.status_code == 200, response.text
     body = response.json()
