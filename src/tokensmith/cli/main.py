@@ -132,7 +132,8 @@ def db_current(**flags: Any) -> None:
 
 
 def main() -> None:
-    from tokensmith.cli import admin
+    from tokensmith.cli import admin, operator
 
     admin.register(cli)
+    operator.register(cli)
     cli()

@@ -31,6 +31,7 @@ log = logging.getLogger("tokensmith.keys")
 
 ISSUER = "issuer"
 _MISS_REFRESH_INTERVAL = 1.0
+_PUBLISHED_REFRESH_INTERVAL = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Keyring:
         self._keys: dict[str, LoadedKey] = {}
         self._lock = threading.Lock()
         self._last_miss_refresh = float("-inf")
+        self._last_published_refresh = float("-inf")
         self._create_lock = threading.Lock()
 
     # loading and rotation -----------------------------------------------------------------
@@ -146,8 +148,15 @@ class Keyring:
             return self._keys[window.key_id]
 
     def published(self) -> Sequence[LoadedKey]:
-        """Keys to publish now (verifiers must know them), oldest first."""
+        """Keys to publish now (verifiers must know them), oldest first.
+
+        Reloads from the store at most every few seconds, so a key created elsewhere (another
+        node, or ``tokensmith keys rotate``) is published long before it may sign.
+        """
         now = self._clock.now()
+        if now - self._last_published_refresh >= _PUBLISHED_REFRESH_INTERVAL:
+            self._last_published_refresh = now
+            self.refresh()
         with self._lock:
             return [self._keys[w.key_id] for w in published(self._windows_unlocked(), now)]
 

@@ -195,10 +195,15 @@ class Store(Protocol):
         *,
         principal: str = "",
         resource: str = "",
+        account: str = "",
+        method: str = "",
         outcome: str = "",
         since: float | None = None,
         until: float | None = None,
         limit: int = 100,
-    ) -> Sequence[AuditRecord]: ...
+    ) -> Sequence[AuditRecord]:
+        """Newest first. ``principal`` is a member (``user:x``) or a bare email (any kind);
+        ``account`` matches records about that service account in any project."""
+        ...
 
     def close(self) -> None: ...

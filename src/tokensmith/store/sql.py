@@ -346,6 +346,8 @@ class SqlStore:
         *,
         principal: str = "",
         resource: str = "",
+        account: str = "",
+        method: str = "",
         outcome: str = "",
         since: float | None = None,
         until: float | None = None,
@@ -354,9 +356,16 @@ class SqlStore:
         c = t.audit_log.c
         stmt = select(t.audit_log)
         if principal:
-            stmt = stmt.where(c.principal == principal)
+            if ":" in principal:
+                stmt = stmt.where(c.principal == principal)
+            else:
+                stmt = stmt.where(c.principal.endswith(":" + principal, autoescape=True))
         if resource:
             stmt = stmt.where(c.resource == resource)
+        if account:
+            stmt = stmt.where(c.resource.endswith("/serviceAccounts/" + account, autoescape=True))
+        if method:
+            stmt = stmt.where(c.method == method)
         if outcome:
             stmt = stmt.where(c.outcome == outcome)
         if since is not None:
