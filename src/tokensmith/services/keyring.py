@@ -141,6 +141,7 @@ class Keyring:
         if next_window(windows, now, self.policy) is not None:
             self.ensure()
             windows = self._windows()
+            now = self._clock.now()  # the new key's window starts at ensure()'s "now"
         window = signing_key(windows, now, self.policy)
         if window is None:  # pragma: no cover - ensure() always leaves a signing key
             raise RuntimeError("no issuer key can sign now")
