@@ -167,3 +167,23 @@ def test_credential_not_returned_when_audit_fails(
     assert response.status_code == 503
     assert response.json()["error"]["status"] == "UNAVAILABLE"
     assert "token" not in response.json()
+
+
+class TickingClock(FixedClock):
+    """A clock that moves a millisecond every time it is read, like a real one."""
+
+    def now(self) -> float:
+        self.advance(0.001)
+        return super().now()
+
+
+def test_regression_first_key_signs_under_a_moving_clock(owner: Api, services: Services) -> None:
+    """Regression: a key created inside signer() must sign at once even though the clock moved
+    between the rotation check and the key's creation (signBlob once failed with a 500)."""
+    from tokensmith.services.sakeys import AccountKeys
+
+    owner.post("/v1/projects/tokensmith-local/serviceAccounts", json={"accountId": "ticking"})
+    account = services.directory.by_email("ticking@tokensmith-local.iam.gserviceaccount.com")
+    assert account is not None
+    keys = AccountKeys(services.store, services.kek, TickingClock(services.clock.now()))
+    assert keys.signer(account).key_id
