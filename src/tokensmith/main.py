@@ -7,13 +7,19 @@ handling. Tests call ``build`` with a ``FixedClock`` to drive a whole server in-
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
+import signal
+import socket
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
@@ -36,7 +42,7 @@ from tokensmith.store import migrate
 from tokensmith.store.base import ProjectRecord
 from tokensmith.store.sql import SqlStore, make_engine
 
-__all__ = ["Services", "build", "serve", "start_maintenance"]
+__all__ = ["Listener", "Services", "bind", "build", "run_listeners", "serve", "start_maintenance"]
 
 log = logging.getLogger("tokensmith")
 
@@ -176,9 +182,88 @@ def _write_listeners(settings: Settings) -> Path:
     return path
 
 
-def serve(settings: Settings) -> None:
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, bound before anything is announced; a clear error if it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(
+                f"{host}:{port} is already in use (choose another port with --port or "
+                "TOKENSMITH_PORT)"
+            ) from None
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclasses.dataclass(frozen=True)
+class Listener:
+    """One HTTP listener of the process: a name for the logs, an ASGI app, a bound socket."""
+
+    name: str
+    app: Any
+    sock: socket.socket
+
+
+def run_listeners(listeners: list[Listener], log_level: str) -> None:
+    """Serve every listener in one event loop until SIGTERM or SIGINT, then shut down cleanly.
+
+    uvicorn's own signal handling re-raises the caught signal after shutdown (so the process
+    would die by it, skipping our cleanup); here one handler asks every server to exit and the
+    process returns normally.
+    """
+    import asyncio
+
     import uvicorn
 
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # signals are handled once for all servers, below
+
+    servers = [
+        _Server(
+            uvicorn.Config(
+                listener.app,
+                log_level=log_level,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=5,
+            )
+        )
+        for listener in listeners
+    ]
+
+    def stop(_signum: int, _frame: object) -> None:
+        for server in servers:
+            server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        asyncio.run(_serve_all(servers, listeners))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+async def _serve_all(servers: list[Any], listeners: list[Listener]) -> None:
+    import asyncio
+
+    await asyncio.gather(
+        *(
+            server.serve(sockets=[listener.sock])
+            for server, listener in zip(servers, listeners, strict=True)
+        )
+    )
+
+
+def serve(settings: Settings) -> None:
     from tokensmith.api.app import create_app
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -187,6 +272,7 @@ def serve(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    api_socket = bind(settings.host, settings.port)
     services = build(settings)
     if services.kek_generated:
         log.warning(
@@ -195,17 +281,8 @@ def serve(settings: Settings) -> None:
             "TOKENSMITH_KEK or --kek-file.",
             settings.kek_path,
         )
-    app = create_app(services)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    listeners = _write_listeners(settings)
+    listeners = [Listener("api", create_app(services), api_socket)]
+    listeners_file = _write_listeners(settings)
     maintenance = start_maintenance(services)
     print(f"tokensmith listening on {settings.base_url}", flush=True)
     print(
@@ -217,9 +294,11 @@ def serve(settings: Settings) -> None:
     print(f"  token endpoint:     {settings.token_uri}", flush=True)
     print(f"  issuer:             {settings.issuer}", flush=True)
     try:
-        server.run()
+        run_listeners(listeners, settings.log_level)
     finally:
         maintenance.set()
-        listeners.unlink(missing_ok=True)
+        listeners_file.unlink(missing_ok=True)
         services.close()
+        for listener in listeners:
+            listener.sock.close()
         print("tokensmith stopped", flush=True)
