@@ -94,7 +94,8 @@ class Keyring:
 
     def ensure(self, *, force: bool = False) -> str | None:
         """Create the key the rotation policy asks for now, if any; returns its id."""
-        with self._create_lock:  # two threads must not both create "the next" key
+        # Two threads, or two nodes, must not both create "the next" key.
+        with self._create_lock, self._store.exclusive(f"keyring:{self._purpose}"):
             return self._ensure(force)
 
     def _ensure(self, force: bool) -> str | None:

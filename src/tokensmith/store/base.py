@@ -8,6 +8,7 @@ reach its database raises ``tokensmith.errors.Unavailable`` (retryable), never a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -204,6 +205,10 @@ class Store(Protocol):
     ) -> Sequence[AuditRecord]:
         """Newest first. ``principal`` is a member (``user:x``) or a bare email (any kind);
         ``account`` matches records about that service account in any project."""
+        ...
+
+    def exclusive(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """A lock named ``name`` held across every node sharing the database."""
         ...
 
     def close(self) -> None: ...

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 __all__ = ["SchemaError", "check", "current_revision", "head_revision", "upgrade"]
 
@@ -69,6 +69,9 @@ def upgrade(engine: Engine) -> None:
         if current not in known:
             check(engine)
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Nodes starting together migrate one at a time (the lock ends with the transaction).
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('tokensmith:migrate'))"))
         config = _config()
         config.attributes["connection"] = conn
         command.upgrade(config, "head")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Engine, create_engine, delete, event, insert, select, update
+from sqlalchemy import Engine, create_engine, delete, event, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import StaticPool
@@ -51,9 +52,20 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return create_engine(
+        url,
+        pool_pre_ping=True,  # a connection the database dropped is replaced, not used
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=5,  # never queue a request for long: fail fast with UNAVAILABLE
+        connect_args={
+            "connect_timeout": 3,
+            # A statement that hangs (a lock, a stalled server) fails instead of hanging.
+            "options": "-c statement_timeout=10000 -c lock_timeout=5000",
+        },
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -72,6 +84,35 @@ def _record(cls: type[R], row: Any) -> R:
 class SqlStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._local_locks: dict[str, threading.Lock] = {}
+        self._local_locks_guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold a named lock across every node sharing this database (PostgreSQL advisory
+        lock) or, on SQLite (one process by design), across this process's threads."""
+        if self._engine.dialect.name == "postgresql":
+            try:
+                conn = self._engine.connect()
+            except (OperationalError, DBAPIError) as exc:
+                raise Unavailable(
+                    "The service is currently unavailable: the database could not be reached."
+                ) from exc
+            try:
+                conn.execute(text("SELECT pg_advisory_lock(hashtext(:name))"), {"name": name})
+                conn.commit()
+                yield
+            finally:
+                try:
+                    conn.execute(text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": name})
+                    conn.commit()
+                finally:
+                    conn.close()
+            return
+        with self._local_locks_guard:
+            lock = self._local_locks.setdefault(name, threading.Lock())
+        with lock:
+            yield
 
     @property
     def engine(self) -> Engine:
