@@ -558,3 +558,15 @@ def test_unauthenticated_call(world: World, anonymous: Api) -> None:
     """Without a bearer token the methods answer 401 UNAUTHENTICATED."""
     response = world.call(email("target"), "generateIdToken", {"audience": "a"}, anonymous)
     assert response.status_code == 401
+
+
+def test_regression_account_may_mint_for_itself(world: World) -> None:
+    """Regression: an account with TokenCreator on itself may mint its own ID token (it was
+    refused as a delegation loop)."""
+    grant(world.owner, email("caller"), TOKEN_CREATOR, f"serviceAccount:{email('caller')}")
+    response = world.call(email("caller"), "generateIdToken", {"audience": "self"})
+    assert response.status_code == 200, response.text
+    looped = world.call(
+        email("caller"), "generateIdToken", {"audience": "self", "delegates": [email("caller")]}
+    )
+    assert looped.status_code == 400

@@ -143,8 +143,16 @@ class Credentials:
         return {"accessToken": token.token, "expireTime": format_time(token.expires_at)}
 
     def generate_id_token(
-        self, caller: Caller, name: str, body: Mapping[str, Any]
+        self,
+        caller: Caller,
+        name: str,
+        body: Mapping[str, Any],
+        *,
+        extra_claims: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """``extra_claims`` (in-process callers only, e.g. the metadata server's
+        ``google.compute_engine``) are merged into the token's claims; a ``google`` object is
+        merged key by key with the one ``organizationNumberIncluded`` adds."""
         method = "generateIdToken"
         self._check_fields(body, method)
         audience = body.get("audience")
@@ -165,8 +173,7 @@ class Credentials:
             email=target.email,
             include_email=include_email,
             authorized_party=target.email if use_email_azp else target.unique_id,
-            # A project here belongs to no organization: Google sends null then.
-            extra={"google": {"organization_number": None}} if with_org else None,
+            extra=_id_token_extra(with_org, extra_claims),
         )
         self._audit(method, grant, "granted", {"audience": audience, "includeEmail": include_email})
         return {"token": token}
@@ -301,11 +308,11 @@ class Credentials:
         delegates: list[ServiceAccountRecord],
         target: ServiceAccountRecord | None,
     ) -> None:
-        seen: set[str] = set()
-        if principal.is_service_account:
-            seen.add(principal.email)
+        """A delegate may not appear twice, be the caller, or be the target. (The caller may
+        be the target: an account minting its own ID token with a grant on itself is common.)"""
+        seen: set[str] = {principal.email} if principal.is_service_account else set()
         for account in [*delegates, *([target] if target else [])]:
-            if account.email in seen:
+            if account.email in seen and not (account is target and not delegates):
                 raise InvalidArgument(
                     f"delegates: the delegation chain contains a loop ({account.email} appears "
                     "more than once)."
@@ -361,6 +368,16 @@ class Credentials:
             outcome=outcome,
             detail=detail,
         )
+
+
+def _id_token_extra(
+    with_org: bool, extra_claims: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    extra: dict[str, Any] = dict(extra_claims or {})
+    if with_org:
+        # A project here belongs to no organization: Google sends null then.
+        extra["google"] = {**extra.get("google", {}), "organization_number": None}
+    return extra or None
 
 
 def _b64decode(text: str) -> bytes:
