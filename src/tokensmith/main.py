@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from tokensmith.config import Settings
 from tokensmith.crypto.rotation import RotationPolicy
 from tokensmith.crypto.sealing import KeyEncryptionKey, load_or_create_kek
 from tokensmith.services.accounts import Accounts
-from tokensmith.services.audit import Auditor
+from tokensmith.services.audit import Auditor, AuditWriter
 from tokensmith.services.authn import Authenticator
 from tokensmith.services.bootstrap import Bootstrap
 from tokensmith.services.credentials import Credentials
@@ -39,7 +39,8 @@ from tokensmith.services.sakeys import AccountKeys
 from tokensmith.services.tokeninfo import TokenInfo
 from tokensmith.services.tokens import TokenMinter
 from tokensmith.store import migrate
-from tokensmith.store.base import ProjectRecord
+from tokensmith.store.base import ProjectRecord, Store
+from tokensmith.store.cached import CachedStore
 from tokensmith.store.sql import SqlStore, make_engine
 
 __all__ = ["Listener", "Services", "bind", "build", "run_listeners", "serve", "start_maintenance"]
@@ -51,7 +52,8 @@ log = logging.getLogger("tokensmith")
 class Services:
     settings: Settings
     clock: Clock
-    store: SqlStore
+    store: Store  # the cached view every service uses
+    sql: SqlStore
     kek: KeyEncryptionKey
     kek_generated: bool
     keyring: IssuerKeyring
@@ -78,6 +80,7 @@ class Services:
         self.account_keys.maintain()
 
     def close(self) -> None:
+        self.auditor.close()
         self.store.close()
 
 
@@ -118,11 +121,12 @@ def build(
     if auto_migrate:
         migrate.upgrade(engine)
     migrate.check(engine)
-    store = SqlStore(engine)
+    sql = SqlStore(engine)
+    store = CachedStore(sql, clock)
     kek, generated = load_or_create_kek(settings.kek_path, settings.kek)
     keyring = IssuerKeyring(store, kek, clock, rotation)
     directory = Directory(store)
-    auditor = Auditor(store, clock)
+    auditor = Auditor(store, clock, AuditWriter(store))
     authn = Authenticator(store, directory, keyring, clock, settings.issuer)
     minter = TokenMinter(keyring, clock, settings.issuer)
     iam = Iam(store, clock, auditor)
@@ -151,6 +155,7 @@ def build(
         settings=settings,
         clock=clock,
         store=store,
+        sql=sql,
         kek=kek,
         kek_generated=generated,
         keyring=keyring,
@@ -169,16 +174,17 @@ def build(
     )
 
 
-def _write_listeners(settings: Settings) -> Path:
+def _write_listeners(settings: Settings, metadata: list[dict[str, Any]] | None = None) -> Path:
     """Record where this server listens, for ``tokensmith env`` and the CLI."""
     path = settings.data_dir / "server.json"
-    path.write_text(
-        json.dumps(
-            {"pid": os.getpid(), "api": settings.base_url, "token_uri": settings.token_uri},
-            indent=2,
-        )
-        + "\n"
-    )
+    record: dict[str, Any] = {
+        "pid": os.getpid(),
+        "api": settings.base_url,
+        "token_uri": settings.token_uri,
+    }
+    if metadata:
+        record["metadata"] = metadata
+    path.write_text(json.dumps(record, indent=2) + "\n")
     return path
 
 
@@ -209,6 +215,8 @@ class Listener:
     name: str
     app: Any
     sock: socket.socket
+    on_stop: Callable[[], None] | None = None  # called at shutdown (releases hanging requests)
+    server_header: bool = True  # uvicorn's "server: uvicorn" (the metadata server sends its own)
 
 
 def run_listeners(listeners: list[Listener], log_level: str) -> None:
@@ -235,6 +243,7 @@ def run_listeners(listeners: list[Listener], log_level: str) -> None:
                 access_log=False,
                 lifespan="off",
                 timeout_graceful_shutdown=5,
+                server_header=listener.server_header,
             )
         )
         for listener in listeners
@@ -243,6 +252,9 @@ def run_listeners(listeners: list[Listener], log_level: str) -> None:
     def stop(_signum: int, _frame: object) -> None:
         for server in servers:
             server.should_exit = True
+        for listener in listeners:
+            if listener.on_stop is not None:
+                listener.on_stop()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -261,6 +273,41 @@ async def _serve_all(servers: list[Any], listeners: list[Listener]) -> None:
             for server, listener in zip(servers, listeners, strict=True)
         )
     )
+
+
+def _metadata_listeners(settings: Settings, services: Services) -> list[Listener]:
+    """The metadata server's listeners (``--metadata-port``, ``--metadata-config``), bound."""
+    from tokensmith.metadata.embedded import embedded_servers, instance_specs
+    from tokensmith.metadata.instance import ConfigError
+    from tokensmith.metadata.runtime import bind_instance
+
+    try:
+        servers = embedded_servers(services, instance_specs(settings))
+    except ConfigError as exc:
+        services.close()
+        raise SystemExit(f"error: {exc}") from None
+    listeners: list[Listener] = []
+    try:
+        for server in servers:
+            sock = bind_instance(server.instance)
+            listeners.append(
+                Listener(f"metadata {server.instance.name}", server, sock, server.close, False)
+            )
+    except OSError:
+        for listener in listeners:
+            listener.sock.close()
+        services.close()
+        raise
+    return listeners
+
+
+def _watch_metadata_config(settings: Settings, metadata: list[Listener]) -> threading.Event:
+    """Serve edits of ``--metadata-config`` while running (the returned event stops it)."""
+    if not (metadata and settings.metadata_config):
+        return threading.Event()
+    from tokensmith.metadata.runtime import watch_config
+
+    return watch_config(settings.metadata_config, [listener.app for listener in metadata])
 
 
 def serve(settings: Settings) -> None:
@@ -282,7 +329,9 @@ def serve(settings: Settings) -> None:
             settings.kek_path,
         )
     listeners = [Listener("api", create_app(services), api_socket)]
-    listeners_file = _write_listeners(settings)
+    metadata = _metadata_listeners(settings, services)
+    listeners.extend(metadata)
+    listeners_file = _write_listeners(settings, [m.app.record() for m in metadata])
     maintenance = start_maintenance(services)
     print(f"tokensmith listening on {settings.base_url}", flush=True)
     print(
@@ -293,9 +342,13 @@ def serve(settings: Settings) -> None:
     print(f"  owner credentials:  {services.owner_credentials_path.resolve()}", flush=True)
     print(f"  token endpoint:     {settings.token_uri}", flush=True)
     print(f"  issuer:             {settings.issuer}", flush=True)
+    for listener in metadata:
+        print(f"  metadata server:    {listener.app.describe()}", flush=True)
+    watching = _watch_metadata_config(settings, metadata)
     try:
         run_listeners(listeners, settings.log_level)
     finally:
+        watching.set()
         maintenance.set()
         listeners_file.unlink(missing_ok=True)
         services.close()

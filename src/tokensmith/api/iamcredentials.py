@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tokensmith.api.auditing import audited
 from tokensmith.api.errors import json_response
 from tokensmith.api.http import caller, json_body
 from tokensmith.api.iam import split_verb
@@ -21,25 +22,27 @@ from tokensmith.errors import NotFound
 
 __all__ = ["VERBS", "routes"]
 
+_METHODS = {
+    "generateAccessToken": "generate_access_token",
+    "generateIdToken": "generate_id_token",
+    "signBlob": "sign_blob",
+    "signJwt": "sign_jwt",
+}
+
 
 def _verb(method: str) -> Callable[[Request, str], Awaitable[Response]]:
     async def handle(request: Request, name: str) -> Response:
         who = caller(request)
         body = await json_body(request)
-        credentials = request.app.state.services.credentials
-        handler = {
-            "generateAccessToken": credentials.generate_access_token,
-            "generateIdToken": credentials.generate_id_token,
-            "signBlob": credentials.sign_blob,
-            "signJwt": credentials.sign_jwt,
-        }[method]
-        return json_response(handler(who, name, body))
+        services = request.app.state.services
+        handler = getattr(services.credentials, _METHODS[method])
+        return json_response(await audited(services, lambda: handler(who, name, body)))
 
     handle.__name__ = method
     return handle
 
 
-VERBS = {m: _verb(m) for m in ("generateAccessToken", "generateIdToken", "signBlob", "signJwt")}
+VERBS = {m: _verb(m) for m in _METHODS}
 
 
 async def prefixed(request: Request) -> Response:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 from tokensmith.clock import Clock
 from tokensmith.core.names import Principal
@@ -51,6 +52,7 @@ INVALID_CREDENTIALS = (
     "https://developers.google.com/identity/sign-in/web/devconsole-project."
 )
 SELF_SIGNED_MAX_LIFETIME = 3600
+_VERIFIED_CACHE_SIZE = 50_000
 LEEWAY = 30.0
 
 
@@ -84,6 +86,7 @@ class Authenticator:
         self._keyring = keyring
         self._clock = clock
         self._issuer = issuer
+        self._verified: dict[str, dict[str, Any]] = {}
 
     def authenticate(self, authorization: str | None) -> Caller:
         """The caller named by an ``Authorization`` header value, or UNAUTHENTICATED."""
@@ -101,6 +104,10 @@ class Authenticator:
     def verify(self, token: str) -> Caller:
         """Verify a bearer token; any failure is ``jwt.InvalidToken`` with a reason for logs."""
         header = jwt.unverified_header(token)
+        # Issuer keys and user-managed keys are all RSA: any other alg names the wrong key type
+        # (and would reach the verifier with a key it cannot use).
+        if header.get("alg") != "RS256":
+            raise jwt.InvalidToken("only RS256 tokens are accepted")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise jwt.InvalidToken("token has no kid")
@@ -109,10 +116,17 @@ class Authenticator:
         return self._verify_self_signed(token, kid)
 
     def _verify_access_token(self, token: str, kid: str) -> Caller:
-        public = self._keyring.verification_key(kid)
-        if public is None:
-            raise jwt.InvalidToken("unknown or unpublished issuer key")
-        claims = jwt.verify_signature(token, public.key)
+        claims = self._verified.get(token)
+        if claims is None:
+            public = self._keyring.verification_key(kid)
+            if public is None:
+                raise jwt.InvalidToken("unknown or unpublished issuer key")
+            claims = jwt.verify_signature(token, public.key)
+            # A signature checks out once and for all; expiry, revocation and the principal's
+            # state are checked on every use below.
+            if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = claims
         if claims.get("iss") != self._issuer:
             raise jwt.InvalidToken("wrong issuer")
         jwt.check_times(claims, self._clock.now(), leeway=LEEWAY)
