@@ -16,6 +16,7 @@ through. Absence is cached too (a revoked-token check is usually "not revoked").
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -35,12 +36,28 @@ from tokensmith.store.base import (
     UserRecord,
 )
 
-__all__ = ["DEFAULT_TTL", "CachedStore"]
+__all__ = ["DEFAULT_TTL", "CachedStore", "SharedEpoch"]
 
 DEFAULT_TTL = 1.0
 MAX_ENTRIES = 200_000
 
 T = TypeVar("T")
+
+
+class SharedEpoch:
+    """A counter in shared memory that the worker processes of one server bump on every
+    write, so a write made by one worker clears every worker's cache before the writer's
+    response leaves (read-your-writes across workers). Create it before forking."""
+
+    def __init__(self) -> None:
+        self._value = multiprocessing.get_context("fork").Value("Q", 0, lock=True)
+
+    def bump(self) -> None:
+        with self._value.get_lock():
+            self._value.value += 1
+
+    def read(self) -> int:
+        return int(self._value.value)
 
 
 class CachedStore:
@@ -50,6 +67,7 @@ class CachedStore:
         clock: Clock,
         ttl: float = DEFAULT_TTL,
         max_entries: int = MAX_ENTRIES,
+        epoch: SharedEpoch | None = None,
     ) -> None:
         self.inner = inner
         self._clock = clock
@@ -58,10 +76,19 @@ class CachedStore:
         self._entries: dict[tuple[str, str], tuple[float, Any]] = {}
         self._generation = 0
         self._lock = threading.Lock()
+        self._epoch = epoch
+        self._seen_epoch = epoch.read() if epoch is not None else 0
 
     # the cache ------------------------------------------------------------------------------
 
     def _cached(self, kind: str, key: str, load: Callable[[], T]) -> T:
+        if self._epoch is not None:
+            epoch = self._epoch.read()
+            if epoch != self._seen_epoch:  # a sibling worker wrote something
+                with self._lock:
+                    self._generation += 1
+                    self._entries.clear()
+                    self._seen_epoch = epoch
         now = self._clock.now()
         entry = self._entries.get((kind, key))
         if entry is not None and now - entry[0] < self.ttl:
@@ -80,6 +107,8 @@ class CachedStore:
         with self._lock:
             self._generation += 1
             self._entries.clear()
+        if self._epoch is not None:
+            self._epoch.bump()
 
     def _write(self, action: Callable[[], T]) -> T:
         try:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
+import hashlib
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
@@ -90,7 +93,7 @@ class SqlStore:
     @contextlib.contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
         """Hold a named lock across every node sharing this database (PostgreSQL advisory
-        lock) or, on SQLite (one process by design), across this process's threads."""
+        lock) or, on SQLite, across this process's threads and its sibling workers (flock)."""
         if self._engine.dialect.name == "postgresql":
             try:
                 conn = self._engine.connect()
@@ -111,8 +114,25 @@ class SqlStore:
             return
         with self._local_locks_guard:
             lock = self._local_locks.setdefault(name, threading.Lock())
-        with lock:
+        with lock, self._file_lock(name):
             yield
+
+    @contextlib.contextmanager
+    def _file_lock(self, name: str) -> Iterator[None]:
+        """Across the worker processes sharing one SQLite file: an flock beside the database."""
+        database = self._engine.url.database
+        if not database or database == ":memory:":
+            yield
+            return
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        path = f"{database}.lock-{digest}"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     @property
     def engine(self) -> Engine:
