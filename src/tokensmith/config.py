@@ -32,6 +32,12 @@ class Settings:
     kek: str = ""  # base64 key-encryption key given directly (takes precedence over kek_file)
     max_body_bytes: int = 1 << 20
     log_level: str = "info"
+    # The metadata server (tokensmith.metadata): one listener on metadata_port (0: none),
+    # plus the instances listed in the metadata_config file (JSON or TOML).
+    metadata_port: int = 0
+    metadata_host: str = "127.0.0.1"
+    metadata_service_account: str = ""  # empty: the project's default compute account
+    metadata_config: str = ""
 
     @property
     def database_url(self) -> str:
@@ -62,7 +68,7 @@ class Settings:
         return self.data_dir / "credentials"
 
 
-_INT_FIELDS = {"port", "max_body_bytes"}
+_INT_FIELDS = {"port", "max_body_bytes", "metadata_port"}
 
 
 def load_settings(

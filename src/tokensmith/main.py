@@ -301,7 +301,7 @@ def _metadata_listeners(settings: Settings, services: Services) -> list[Listener
         for server in servers:
             sock = bind_instance(server.instance)
             listeners.append(
-                Listener(f"metadata {server.instance.name}", server, sock, server.close, False)
+                Listener(f"metadata {server.instance.name}", server, sock, server.stop, False)
             )
     except OSError:
         for listener in listeners:

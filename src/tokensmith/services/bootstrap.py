@@ -4,19 +4,32 @@ Idempotent: every step checks before it creates, so a restart changes nothing bu
 ``token_uri`` in ``credentials/owner.json`` (the server may listen elsewhere now). The owner's
 file is an ``authorized_user`` application-default-credentials file that Google's libraries
 and gcloud load as they are; it is written with mode 0600 and never logged.
+
+Like a Compute Engine project, the default project also gets its default compute account
+``PROJECT_NUMBER-compute@developer.gserviceaccount.com`` (the metadata server's attached account
+unless told otherwise), on whose policy the Compute Engine service agent
+``service-PROJECT_NUMBER@compute-system.iam.gserviceaccount.com`` holds TokenCreator: the
+metadata server mints as that agent. A live default account is recreated at start when absent
+(disable it to take it out of use); the agent's grant is written only when the account has no
+policy yet, so an operator's later edits stand.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import dataclasses
+import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
 import orjson
 
 from tokensmith.clock import Clock
-from tokensmith.core.names import validate_email, validate_project_id
+from tokensmith.core.names import Principal, validate_email, validate_project_id
+from tokensmith.core.policy import Binding, Policy, policy_from_stored, policy_to_json
 from tokensmith.services.iam import EMPTY_ETAG, Iam, Target
 from tokensmith.services.ids import hash_secret, new_project_number, new_secret, new_unique_id
 from tokensmith.services.keyring import IssuerKeyring
@@ -26,11 +39,36 @@ from tokensmith.store.base import (
     OAuthClientRecord,
     PolicyRecord,
     ProjectRecord,
+    ServiceAccountRecord,
     Store,
     UserRecord,
 )
 
-__all__ = ["Bootstrap", "write_private_json"]
+__all__ = [
+    "TOKEN_CREATOR",
+    "Bootstrap",
+    "compute_default_account",
+    "compute_service_agent",
+    "ensure_token_creator",
+    "write_private_json",
+]
+
+log = logging.getLogger("tokensmith.bootstrap")
+
+TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
+COMPUTE_DEFAULT_DISPLAY_NAME = "Compute Engine default service account"
+
+
+def compute_default_account(project_number: str) -> str:
+    """The email of a project's default compute account, as Compute Engine names it."""
+    return f"{project_number}-compute@developer.gserviceaccount.com"
+
+
+def compute_service_agent(project_number: str) -> Principal:
+    """The Compute Engine service agent: the principal the metadata server mints as."""
+    return Principal(
+        "serviceAccount", f"service-{project_number}@compute-system.iam.gserviceaccount.com"
+    )
 
 
 def write_private_json(path: Path, content: dict[str, object]) -> None:
@@ -67,6 +105,7 @@ class Bootstrap:
         owner_email = owner_email.lower()
         project = self._ensure_project(project_id)
         self._ensure_owner(project, owner_email)
+        self._ensure_compute_account(project)
         self._keyring.ensure()
         self._ensure_credentials(owner_email, credentials_path, token_uri)
         return project
@@ -100,6 +139,34 @@ class Bootstrap:
                 expected_etag=EMPTY_ETAG,
             )
 
+    def _ensure_compute_account(self, project: ProjectRecord) -> None:
+        email = compute_default_account(project.project_number)
+        account = self._store.find_service_account(email)
+        if account is None:
+            now = self._clock.now()
+            unique_id = new_unique_id()
+            digest = hashlib.sha256(f"{unique_id}:{now:.6f}".encode()).digest()[:8]
+            account = ServiceAccountRecord(
+                unique_id=unique_id,
+                project_id=project.project_id,
+                account_id=f"{project.project_number}-compute",
+                email=email,
+                display_name=COMPUTE_DEFAULT_DISPLAY_NAME,
+                description="",
+                disabled=False,
+                created_at=now,
+                etag=base64.b64encode(digest).decode(),
+            )
+            try:
+                self._store.insert_service_account(account)
+            except Conflict:  # another node created it first; use theirs
+                return
+        target = Target(project, account)
+        if self._store.get_policy(target.policy_key) is None:
+            agent = compute_service_agent(project.project_number).member
+            if ensure_token_creator(self._store, self._clock, target, agent):
+                log.info("granted %s %s on %s", agent, TOKEN_CREATOR, target.name)
+
     def _ensure_credentials(self, owner_email: str, path: Path, token_uri: str) -> None:
         if path.exists():
             content = json.loads(path.read_text())
@@ -127,3 +194,42 @@ class Bootstrap:
                 "universe_domain": "googleapis.com",
             },
         )
+
+
+def ensure_token_creator(store: Store, clock: Clock, target: Target, member: str) -> bool:
+    """Add ``member`` to TokenCreator on ``target``'s own policy; False if already there.
+
+    A compare-and-set write as ``setIamPolicy`` does it; a lost race is retried once on the
+    fresh policy.
+    """
+    for _ in range(2):
+        record = store.get_policy(target.policy_key)
+        current = (
+            policy_from_stored(orjson.loads(record.policy_json), record.etag)
+            if record is not None
+            else Policy(etag=EMPTY_ETAG)
+        )
+        bindings = list(current.bindings)
+        for index, binding in enumerate(bindings):
+            if binding.role == TOKEN_CREATOR and binding.condition is None:
+                if member in binding.members:
+                    return False
+                bindings[index] = dataclasses.replace(binding, members=(*binding.members, member))
+                break
+        else:
+            bindings.append(Binding(role=TOKEN_CREATOR, members=(member,)))
+        stored = policy_to_json(dataclasses.replace(current, bindings=tuple(bindings)), 3)
+        stored.pop("etag", None)
+        body = orjson.dumps(stored).decode()
+        revision = (record.revision if record is not None else 0) + 1
+        try:
+            store.put_policy(
+                PolicyRecord(
+                    target.policy_key, body, hash_secret(body)[:12], revision, clock.now()
+                ),
+                expected_etag=current.etag,
+            )
+        except Conflict:
+            continue
+        return True
+    return False
