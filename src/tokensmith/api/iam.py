@@ -112,11 +112,9 @@ async def _set_policy(request: Request, name: str) -> Response:
 async def _test_permissions(request: Request, name: str) -> Response:
     who = caller(request)
     body = await json_body(request)
-    services = _services(request)
-    target = services.accounts.resolve(
-        who.principal, name, "iam.serviceAccounts.get", method="TestIamPermissions"
+    granted = _services(request).accounts.test_permissions(
+        who.principal, name, body.get("permissions", [])
     )
-    granted = services.iam.test_permissions(who.principal, target, body.get("permissions", []))
     return json_response({"permissions": granted} if granted else {})
 
 

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from tokensmith.api.errors import json_response
 from tokensmith.api.http import form_body
-from tokensmith.errors import OAuthError
+from tokensmith.errors import OAuthError, TokensmithError
 
 __all__ = ["routes"]
 
@@ -42,6 +42,14 @@ def _basic_credentials(request: Request) -> dict[str, str]:
     }
 
 
+async def _form(request: Request) -> dict[str, str]:
+    """The form body; a body that cannot be read (too large, not UTF-8) is an RFC 6749 error."""
+    try:
+        return await form_body(request)
+    except TokensmithError as exc:
+        raise OAuthError("invalid_request", exc.message, http_status=exc.http_status) from None
+
+
 async def token(request: Request) -> Response:
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
@@ -49,13 +57,13 @@ async def token(request: Request) -> Response:
             "invalid_request",
             "The token endpoint takes application/x-www-form-urlencoded bodies.",
         )
-    form = {**_basic_credentials(request), **await form_body(request)}
+    form = {**_basic_credentials(request), **await _form(request)}
     result = request.app.state.services.oauth.token(form)
     return json_response(result, headers=_NO_STORE)
 
 
 async def revoke(request: Request) -> Response:
-    form = await form_body(request) if request.method == "POST" else {}
+    form = await _form(request) if request.method == "POST" else {}
     value = form.get("token") or request.query_params.get("token", "")
     request.app.state.services.oauth.revoke(value)
     return json_response({})

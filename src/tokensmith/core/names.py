@@ -29,11 +29,12 @@ __all__ = [
 SA_EMAIL_DOMAIN = "iam.gserviceaccount.com"
 MAX_EMAIL_LENGTH = 254
 
-_ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-_EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+$")
-_UNIQUE_ID = re.compile(r"^[0-9]{1,30}$")
-_SA_NAME = re.compile(r"^projects/([^/]+)/serviceAccounts/([^/]+)$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "id\n" through.
+_ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]\Z")
+_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]\Z")
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)+\Z")
+_UNIQUE_ID = re.compile(r"^[0-9]{1,30}\Z")
+_SA_NAME = re.compile(r"^projects/([^/]+)/serviceAccounts/([^/]+)\Z")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +103,7 @@ def parse_service_account_name(name: str) -> ServiceAccountRef:
             "projects/{PROJECT}/serviceAccounts/{EMAIL_OR_UNIQUE_ID}."
         )
     project, key = match.group(1), match.group(2)
-    if not (_UNIQUE_ID.match(key) or _EMAIL.match(key)):
+    if not (_UNIQUE_ID.match(key) or (len(key) <= MAX_EMAIL_LENGTH and _EMAIL.match(key))):
         raise InvalidArgument(
             f"Invalid service account name {name[:200]!r}: {key[:100]!r} is neither an email "
             "nor a unique id."
@@ -119,7 +120,7 @@ def parse_delegate(value: object) -> ServiceAccountRef:
         )
     if value.startswith("projects/"):
         return parse_service_account_name(value)
-    if _UNIQUE_ID.match(value) or _EMAIL.match(value):
+    if _UNIQUE_ID.match(value) or (len(value) <= MAX_EMAIL_LENGTH and _EMAIL.match(value)):
         return ServiceAccountRef(project="-", key=value)
     raise InvalidArgument(
         f"delegates: {value[:200]!r} is not of the form "

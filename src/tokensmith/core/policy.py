@@ -52,7 +52,13 @@ _VALID_VERSIONS = (0, 1, 3)
 _POLICY_FIELDS = {"version", "etag", "bindings", "auditConfigs"}
 _BINDING_FIELDS = {"role", "members", "condition"}
 _CONDITION_FIELDS = {"title", "description", "expression", "location"}
-_DOMAIN = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+_DOMAIN = re.compile(r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+\Z")
+# GKE Workload Identity's member serviceAccount:PROJECT.svc.id.goog[NAMESPACE/KSA], to which
+# roles/iam.workloadIdentityUser is granted (cloud.google.com/kubernetes-engine/docs/concepts/
+# workload-identity); it names a Kubernetes service account, not an email.
+_WORKLOAD_IDENTITY = re.compile(
+    r"^[a-z][a-z0-9-]{4,28}[a-z0-9]\.svc\.id\.goog\[[^\[\]/\s]+/[^\[\]/\s]+\]\Z"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +208,8 @@ def _validate_member(member: str) -> None:
         if inner_kind in ("user", "serviceAccount", "group") and "?uid=" in inner:
             validate_email(inner.split("?uid=", 1)[0], field="member")
             return
+    elif kind == "serviceAccount" and _WORKLOAD_IDENTITY.match(rest):
+        return
     elif kind in ("user", "serviceAccount", "group") and sep:
         validate_email(rest, field="member")
         return

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
+import re
 import urllib.parse
 from typing import Any, NoReturn
 
@@ -34,7 +36,7 @@ from tokensmith.errors import (
     NotFound,
 )
 from tokensmith.services.audit import Auditor
-from tokensmith.services.iam import Iam, Target
+from tokensmith.services.iam import Iam, Target, tested_permissions
 from tokensmith.services.ids import new_unique_id
 from tokensmith.store.base import (
     Conflict,
@@ -68,6 +70,7 @@ _SA_FIELDS = {
     "disabled",
 }
 _PATCH_MASK = {"displayName", "description"}
+_INT32 = re.compile(r"-?[0-9]{1,10}")
 
 
 def format_time(epoch: float) -> str:
@@ -128,7 +131,11 @@ def _text_field(body: dict[str, Any], name: str, limit: int) -> str:
 
 
 def _etag(record: ServiceAccountRecord, now: float) -> str:
-    return base64.b64encode(f"{record.unique_id}:{now:.6f}".encode()[-8:]).decode()
+    """A fresh etag for each version of an account (it changes with every write)."""
+    text = "\x00".join(
+        (record.unique_id, f"{now:.6f}", record.display_name, record.description, record.etag)
+    )
+    return base64.b64encode(hashlib.sha256(text.encode()).digest()[:8]).decode()
 
 
 class Accounts:
@@ -196,14 +203,18 @@ class Accounts:
             return None
         return record
 
+    def _may_list(self, principal: Principal, ref: ServiceAccountRef) -> bool:
+        """Whether the caller may see the named project's accounts (and so learn one is missing)."""
+        project = None if ref.project == "-" else self._store.get_project(ref.project)
+        return (
+            project is not None
+            and self._iam.decide(principal, "iam.serviceAccounts.list", Target(project)).allowed
+        )
+
     def _missing(
         self, principal: Principal, ref: ServiceAccountRef, permission: str, method: str
     ) -> NoReturn:
-        project = None if ref.project == "-" else self._store.get_project(ref.project)
-        if (
-            project is not None
-            and self._iam.decide(principal, "iam.serviceAccounts.list", Target(project)).allowed
-        ):
+        if self._may_list(principal, ref):
             raise NotFound(f"Unknown service account: {ref.key}")
         self._iam.deny(
             principal,
@@ -212,6 +223,24 @@ class Accounts:
             method=method,
             reason="no such service account",
         )
+
+    def test_permissions(self, principal: Principal, name: str, permissions: object) -> list[str]:
+        """testIamPermissions on an account; like Google's, it needs no permission of its own.
+
+        A missing account answers as one on which the caller holds nothing (so the answer
+        does not reveal existence), except to a caller who may list the project's accounts,
+        who gets the 404 that ``get`` would give.
+        """
+        ref = parse_service_account_name(name)
+        tested_permissions(permissions, account=True)
+        account = self._find(ref, include_deleted=False)
+        if account is None:
+            if self._may_list(principal, ref):
+                raise NotFound(f"Unknown service account: {ref.key}")
+            return []
+        project = self._store.get_project(account.project_id)
+        assert project is not None  # foreign key
+        return self._iam.test_permissions(principal, Target(project, account), permissions)
 
     # service accounts ---------------------------------------------------------------------
 
@@ -488,11 +517,12 @@ class Accounts:
             principal, key_name, "iam.serviceAccountKeys.get", "GetServiceAccountKey"
         )
         out = _key_json(account, key)
-        if public_key_type in ("", "TYPE_X509_PEM_FILE"):
+        # Google's default is TYPE_NONE: the public key only comes back when asked for.
+        if public_key_type == "TYPE_X509_PEM_FILE":
             out["publicKeyData"] = base64.b64encode(key.certificate_pem.encode()).decode()
         elif public_key_type == "TYPE_RAW_PUBLIC_KEY":
             out["publicKeyData"] = base64.b64encode(key.public_key_pem.encode()).decode()
-        elif public_key_type != "TYPE_NONE":
+        elif public_key_type not in ("", "TYPE_NONE"):
             raise InvalidArgument(f"Invalid publicKeyType {public_key_type!r}.")
         return out
 
@@ -534,10 +564,11 @@ class Accounts:
 def _page_size(value: object) -> int:
     if value in (None, ""):
         return 20
-    try:
-        size = int(str(value))
-    except ValueError:
-        raise InvalidArgument(f"pageSize must be an integer, got {str(value)[:20]!r}.") from None
+    text = str(value)
+    # pageSize is an int32 on the wire; Python's int() would also take "١" or "1_000".
+    if not _INT32.fullmatch(text) or int(text) >= 2**31:
+        raise InvalidArgument(f"pageSize must be an integer, got {text[:20]!r}.")
+    size = int(text)
     if size < 0:
         raise InvalidArgument("pageSize must not be negative.")
     return min(size or 20, 100)

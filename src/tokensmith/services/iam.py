@@ -38,6 +38,7 @@ __all__ = [
     "Iam",
     "Target",
     "denied_message",
+    "tested_permissions",
 ]
 
 EMPTY_ETAG = "ACAB"
@@ -221,19 +222,26 @@ class Iam:
     def test_permissions(
         self, principal: Principal, target: Target, permissions: object
     ) -> list[str]:
-        if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
-            raise InvalidArgument("permissions must be a list of strings.")
-        if len(permissions) > 100:
-            raise InvalidArgument("No more than 100 permissions can be tested at once.")
-        valid = SERVICE_ACCOUNT_PERMISSIONS if target.account is not None else PROJECT_PERMISSIONS
-        for permission in permissions:
-            if "*" in permission:
-                raise InvalidArgument(
-                    f"Permissions with wildcards (*) are not allowed: {permission!r}."
-                )
-            if permission not in valid:
-                raise InvalidArgument(f"Permission {permission} is not valid for this resource.")
-        return [p for p in dict.fromkeys(permissions) if self.decide(principal, p, target).allowed]
+        """The asked permissions ``principal`` holds on ``target`` (no permission needed)."""
+        tested = tested_permissions(permissions, account=target.account is not None)
+        return [p for p in tested if self.decide(principal, p, target).allowed]
+
+
+def tested_permissions(permissions: object, *, account: bool) -> list[str]:
+    """Validate a testIamPermissions request: a list of concrete permissions of the resource."""
+    if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
+        raise InvalidArgument("permissions must be a list of strings.")
+    if len(permissions) > 100:
+        raise InvalidArgument("No more than 100 permissions can be tested at once.")
+    valid = SERVICE_ACCOUNT_PERMISSIONS if account else PROJECT_PERMISSIONS
+    for permission in permissions:
+        if "*" in permission:
+            raise InvalidArgument(
+                f"Permissions with wildcards (*) are not allowed: {permission[:200]!r}."
+            )
+        if permission not in valid:
+            raise InvalidArgument(f"Permission {permission[:200]} is not valid for this resource.")
+    return list(dict.fromkeys(permissions))
 
 
 def _parse_mask(update_mask: object) -> set[str]:

@@ -196,7 +196,7 @@ class OAuth:
         if account.disabled:
             raise _grant_error("Robot is disabled.")
         claims = self._verify_with_account_keys(assertion, account, header.get("kid"))
-        if claims.get("aud") not in self._audiences:
+        if not self._audience_ok(claims.get("aud")):
             raise _grant_error("Invalid JWT: Failed audience check.")
         now = self._clock.now()
         try:
@@ -212,6 +212,11 @@ class OAuth:
                 "not authorized for any of the scopes requested.",
             )
         return account, claims
+
+    def _audience_ok(self, aud: object) -> bool:
+        """RFC 7519 §4.1.3: ``aud`` is one string or a list of them; one must be a token URL."""
+        values = aud if isinstance(aud, list) else [aud]
+        return any(isinstance(v, str) and v in self._audiences for v in values)
 
     def _verify_with_account_keys(
         self, assertion: str, account: ServiceAccountRecord, kid: object

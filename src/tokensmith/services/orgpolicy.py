@@ -155,7 +155,11 @@ class OrgPolicies:
         expected = raw.get("etag") if isinstance(raw, dict) else None
         now = self._clock.now()
         text = orjson.dumps(policy, option=orjson.OPT_SORT_KEYS).decode()
-        etag = base64.b64encode(hashlib.sha256(f"{text}\x00{now}".encode()).digest()[:8]).decode()
+        # Chained on the previous etag, so every write moves it (even of the same content at
+        # the same instant) and a reader's etag goes stale as soon as anyone writes.
+        previous = self._store.get_org_policy(project.project_id, policy["constraint"])
+        seed = f"{text}\x00{now}\x00{previous.etag if previous else ''}"
+        etag = base64.b64encode(hashlib.sha256(seed.encode()).digest()[:8]).decode()
         record = OrgPolicyRecord(project.project_id, policy["constraint"], text, etag, now)
         try:
             self._store.put_org_policy(record, expected or None)
