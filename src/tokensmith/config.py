@@ -32,18 +32,28 @@ class Settings:
     kek: str = ""  # base64 key-encryption key given directly (takes precedence over kek_file)
     max_body_bytes: int = 1 << 20
     log_level: str = "info"
+    workers: int = 0  # processes serving requests; 0: one per CPU core
     # The metadata server (tokensmith.metadata): one listener on metadata_port (0: none),
     # plus the instances listed in the metadata_config file (JSON or TOML).
     metadata_port: int = 0
     metadata_host: str = "127.0.0.1"
     metadata_service_account: str = ""  # empty: the project's default compute account
     metadata_config: str = ""
+    # The HTTPS proxy (tokensmith.proxy) for clients whose Google hosts are hard-coded:
+    # proxy_port 0 = off; proxy_domains = comma-separated extra (universe) domains it serves.
+    proxy_port: int = 0
+    proxy_host: str = "127.0.0.1"
+    proxy_domains: str = ""
 
     @property
     def database_url(self) -> str:
         if self.database:
             return self.database
         return f"sqlite:///{(self.data_dir / 'tokensmith.db').resolve()}"
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
 
     @property
     def base_url(self) -> str:
@@ -68,7 +78,7 @@ class Settings:
         return self.data_dir / "credentials"
 
 
-_INT_FIELDS = {"port", "max_body_bytes", "metadata_port"}
+_INT_FIELDS = {"port", "max_body_bytes", "metadata_port", "workers", "proxy_port"}
 
 
 def load_settings(

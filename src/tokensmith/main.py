@@ -7,17 +7,13 @@ handling. Tests call ``build`` with a ``FixedClock`` to drive a whole server in-
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +21,8 @@ from tokensmith.clock import Clock, SystemClock
 from tokensmith.config import Settings
 from tokensmith.crypto.rotation import RotationPolicy
 from tokensmith.crypto.sealing import KeyEncryptionKey, load_or_create_kek
+from tokensmith.process import Listener, bind, run_listeners, supervise
+from tokensmith.proxy.listener import ProxyListener
 from tokensmith.services.accounts import Accounts
 from tokensmith.services.audit import Auditor, AuditWriter
 from tokensmith.services.authn import Authenticator
@@ -40,7 +38,7 @@ from tokensmith.services.tokeninfo import TokenInfo
 from tokensmith.services.tokens import TokenMinter
 from tokensmith.store import migrate
 from tokensmith.store.base import ProjectRecord, Store
-from tokensmith.store.cached import CachedStore
+from tokensmith.store.cached import CachedStore, SharedEpoch
 from tokensmith.store.sql import SqlStore, make_engine
 
 __all__ = ["Listener", "Services", "bind", "build", "run_listeners", "serve", "start_maintenance"]
@@ -114,6 +112,7 @@ def build(
     *,
     rotation: RotationPolicy | None = None,
     auto_migrate: bool = True,
+    epoch: SharedEpoch | None = None,
 ) -> Services:
     clock = clock or SystemClock()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +121,7 @@ def build(
         migrate.upgrade(engine)
     migrate.check(engine)
     sql = SqlStore(engine)
-    store = CachedStore(sql, clock)
+    store = CachedStore(sql, clock, epoch=epoch)
     kek, generated = load_or_create_kek(settings.kek_path, settings.kek)
     keyring = IssuerKeyring(store, kek, clock, rotation)
     directory = Directory(store)
@@ -174,7 +173,11 @@ def build(
     )
 
 
-def _write_listeners(settings: Settings, metadata: list[dict[str, Any]] | None = None) -> Path:
+def _write_listeners(
+    settings: Settings,
+    metadata: list[dict[str, Any]] | None = None,
+    proxy: ProxyListener | None = None,
+) -> Path:
     """Record where this server listens, for ``tokensmith env`` and the CLI."""
     path = settings.data_dir / "server.json"
     record: dict[str, Any] = {
@@ -184,105 +187,10 @@ def _write_listeners(settings: Settings, metadata: list[dict[str, Any]] | None =
     }
     if metadata:
         record["metadata"] = metadata
+    if proxy is not None:
+        record["proxy"] = proxy.record()
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket, bound before anything is announced; a clear error if it cannot be."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise OSError(
-                f"{host}:{port} is already in use (choose another port with --port or "
-                "TOKENSMITH_PORT)"
-            ) from None
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-@dataclasses.dataclass(frozen=True)
-class Listener:
-    """One HTTP listener of the process: a name for the logs, an ASGI app, a bound socket."""
-
-    name: str
-    app: Any
-    sock: socket.socket
-    on_stop: Callable[[], None] | None = None  # called at shutdown (releases hanging requests)
-    server_header: bool = True  # uvicorn's "server: uvicorn" (the metadata server sends its own)
-
-
-def run_listeners(listeners: list[Listener], log_level: str) -> None:
-    """Serve every listener in one event loop until SIGTERM or SIGINT, then shut down cleanly.
-
-    uvicorn's own signal handling re-raises the caught signal after shutdown (so the process
-    would die by it, skipping our cleanup); here one handler asks every server to exit and the
-    process returns normally.
-    """
-    import asyncio
-
-    import uvicorn
-
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield  # signals are handled once for all servers, below
-
-    servers = [
-        _Server(
-            uvicorn.Config(
-                listener.app,
-                log_level=log_level,
-                access_log=False,
-                lifespan="off",
-                timeout_graceful_shutdown=5,
-                server_header=listener.server_header,
-            )
-        )
-        for listener in listeners
-    ]
-
-    def stop(_signum: int, _frame: object) -> None:
-        for server in servers:
-            server.should_exit = True
-        for listener in listeners:
-            if listener.on_stop is not None:
-                listener.on_stop()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve_all(servers, listeners))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _loop_factory() -> Any:
-    """uvloop's event loop where installed (it is, with uvicorn[standard]): measurably faster."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        return None
-    return uvloop.new_event_loop
-
-
-async def _serve_all(servers: list[Any], listeners: list[Listener]) -> None:
-    import asyncio
-
-    await asyncio.gather(
-        *(
-            server.serve(sockets=[listener.sock])
-            for server, listener in zip(servers, listeners, strict=True)
-        )
-    )
 
 
 def _metadata_listeners(settings: Settings, services: Services) -> list[Listener]:
@@ -321,8 +229,7 @@ def _watch_metadata_config(settings: Settings, metadata: list[Listener]) -> thre
 
 
 def serve(settings: Settings) -> None:
-    from tokensmith.api.app import create_app
-
+    """Run the server: bind, prepare the store, announce, then serve in-process or in workers."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -330,6 +237,7 @@ def serve(settings: Settings) -> None:
         stream=sys.stderr,
     )
     api_socket = bind(settings.host, settings.port)
+    proxy = _open_proxy(settings, api_socket)
     services = build(settings)
     if services.kek_generated:
         log.warning(
@@ -338,11 +246,33 @@ def serve(settings: Settings) -> None:
             "TOKENSMITH_KEK or --kek-file.",
             settings.kek_path,
         )
-    listeners = [Listener("api", create_app(services), api_socket)]
     metadata = _metadata_listeners(settings, services)
-    listeners.extend(metadata)
-    listeners_file = _write_listeners(settings, [m.app.record() for m in metadata])
-    maintenance = start_maintenance(services)
+    sockets = [api_socket, *(m.sock for m in metadata)]
+    listeners_file = _write_listeners(settings, [m.app.record() for m in metadata], proxy)
+    workers = settings.worker_count
+    _announce(settings, services, metadata, workers)
+    if proxy is not None:
+        print(f"  https proxy:        {proxy.describe()}", flush=True)
+    try:
+        if workers <= 1:
+            _serve_in_process(settings, services, metadata, api_socket, proxy)
+        else:
+            # Workers build their own services after the fork; nothing may be left running here.
+            services.close()
+            epoch = SharedEpoch()
+            supervise(workers, lambda _index: _worker(settings, sockets, epoch, proxy))
+    finally:
+        listeners_file.unlink(missing_ok=True)
+        for sock in sockets:
+            sock.close()
+        if proxy is not None:
+            proxy.sock.close()
+        print("tokensmith stopped", flush=True)
+
+
+def _announce(
+    settings: Settings, services: Services, metadata: list[Listener], workers: int
+) -> None:
     print(f"tokensmith listening on {settings.base_url}", flush=True)
     print(
         f"  project:            {services.project.project_id} "
@@ -352,16 +282,63 @@ def serve(settings: Settings) -> None:
     print(f"  owner credentials:  {services.owner_credentials_path.resolve()}", flush=True)
     print(f"  token endpoint:     {settings.token_uri}", flush=True)
     print(f"  issuer:             {settings.issuer}", flush=True)
+    print(f"  workers:            {workers}", flush=True)
     for listener in metadata:
         print(f"  metadata server:    {listener.app.describe()}", flush=True)
+
+
+def _serve_in_process(
+    settings: Settings,
+    services: Services,
+    metadata: list[Listener],
+    api_socket: socket.socket,
+    proxy: ProxyListener | None = None,
+) -> None:
+    from tokensmith.api.app import create_app
+
+    listeners = [Listener("api", create_app(services), api_socket), *metadata]
+    maintenance = start_maintenance(services)
     watching = _watch_metadata_config(settings, metadata)
     try:
-        run_listeners(listeners, settings.log_level)
+        run_listeners(listeners, settings.log_level, [proxy.serve] if proxy else [])
     finally:
         watching.set()
         maintenance.set()
-        listeners_file.unlink(missing_ok=True)
         services.close()
-        for listener in listeners:
-            listener.sock.close()
-        print("tokensmith stopped", flush=True)
+
+
+def _worker(
+    settings: Settings,
+    sockets: list[socket.socket],
+    epoch: SharedEpoch,
+    proxy: ProxyListener | None = None,
+) -> int:
+    """One worker process: its own services on the shared store, on the inherited sockets."""
+    from tokensmith.metadata.embedded import embedded_servers, instance_specs
+
+    services = build(settings, epoch=epoch)
+    servers = embedded_servers(services, instance_specs(settings))
+    metadata = [
+        Listener(f"metadata {server.instance.name}", server, sock, server.stop, False)
+        for server, sock in zip(servers, sockets[1:], strict=True)
+    ]
+    _serve_in_process(settings, services, metadata, sockets[0], proxy)
+    return 0
+
+
+def _open_proxy(settings: Settings, api_socket: socket.socket) -> ProxyListener | None:
+    """The HTTPS proxy for Google's hard-coded hosts (``--proxy-port``), relaying to the API."""
+    if not settings.proxy_port:
+        return None
+    from tokensmith.proxy import loopback_upstream, open_proxy
+
+    try:
+        return open_proxy(
+            settings.proxy_host,
+            settings.proxy_port,
+            settings.proxy_domains.split(","),
+            settings.data_dir / "ca",
+            loopback_upstream(api_socket),
+        )
+    except ValueError as exc:
+        raise SystemExit(f"error: --proxy-domains: {exc}") from None

@@ -78,6 +78,24 @@ def server_options(func: Any) -> Any:
     default=None,
     help="Key-encryption key file (default DATA_DIR/kek.key, generated if absent).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Worker processes (default: one per CPU core; 1 serves in-process).",
+)
+@click.option(
+    "--proxy-port",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Also serve the HTTPS proxy for Google's hard-coded hosts on this port (0: off).",
+)
+@click.option(
+    "--proxy-domains",
+    default=None,
+    metavar="DOMAIN,…",
+    help="Extra universe domains the proxy serves (iamcredentials.DOMAIN, oauth2.DOMAIN, …).",
+)
 @click.option("--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(**flags: Any) -> None:
     """Run the server (SQLite in the data directory unless --database says otherwise)."""
@@ -132,8 +150,10 @@ def db_current(**flags: Any) -> None:
 
 
 def main() -> None:
-    from tokensmith.cli import admin, operator
+    from tokensmith.cli import admin, auth, metadata, operator
 
     admin.register(cli)
     operator.register(cli)
+    metadata.register(cli)
+    auth.register(cli)
     cli()
