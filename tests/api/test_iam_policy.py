@@ -791,12 +791,7 @@ def test_recreated_account_does_not_inherit_its_policy(shared: Server) -> None:
     assert get_policy(owner, account_path(new)).json() == {"version": 1, "etag": "ACAB"}
 
 
-@pytest.mark.xfail(
-    reason="bindings name members by email, so a recreated account inherits the grants of a "
-    "deleted one with the same email; Google binds to the unique id (deleted:…?uid=)",
-    strict=True,
-)
-def test_recreated_account_does_not_inherit_project_grants(
+def test_security_regression_recreated_account_does_not_inherit_project_grants(
     shared: Server, robot: Robot, target: dict[str, Any]
 ) -> None:
     """A project grant to a deleted account does not pass to a new account with its email."""
@@ -811,6 +806,10 @@ def test_recreated_account_does_not_inherit_project_grants(
     reborn = Robot(owner, http, clock, robot.email.split("@")[0])
     assert reborn.account["uniqueId"] != robot.account["uniqueId"]
     error_of(reborn.api.get(account_path(target)), 403, "PERMISSION_DENIED")
+    policy = owner.post(f"/v1/projects/{PROJECT}:getIamPolicy", json={}).json()
+    members = {m for b in policy["bindings"] for m in b["members"]}
+    assert f"deleted:{robot.member}?uid={robot.account['uniqueId']}" in members
+    assert robot.member not in members
 
 
 def test_denials_are_audited(robot: Robot, target: dict[str, Any], shared: Server) -> None:

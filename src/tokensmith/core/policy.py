@@ -85,14 +85,27 @@ class Binding:
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
+    """A policy. ``member_ids`` pins ``serviceAccount:`` members to the unique id the account
+    had when the binding was written, so an account deleted and re-created under the same
+    email does not inherit the old one's grants (Google binds accounts by id, and shows the
+    orphaned member as ``deleted:serviceAccount:EMAIL?uid=ID``)."""
+
     version: int = 1
     etag: str = ""
     bindings: tuple[Binding, ...] = ()
     audit_configs: tuple[Mapping[str, Any], ...] = ()
+    member_ids: tuple[tuple[str, str], ...] = ()
 
     @property
     def has_conditions(self) -> bool:
         return any(b.condition is not None for b in self.bindings)
+
+    @functools.cached_property
+    def ids(self) -> dict[str, str]:
+        return dict(self.member_ids)
+
+    def service_account_members(self) -> set[str]:
+        return {m for b in self.bindings for m in b.members if m.startswith("serviceAccount:")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,14 +248,29 @@ def _merge(bindings: Iterable[Binding]) -> list[Binding]:
     ]
 
 
-def policy_to_json(policy: Policy, requested_version: int = 1) -> dict[str, Any]:
-    """Render a stored policy at the version the caller asked for, as Google does."""
+def policy_to_json(
+    policy: Policy,
+    requested_version: int = 1,
+    *,
+    orphaned: frozenset[str] = frozenset(),
+    for_storage: bool = False,
+) -> dict[str, Any]:
+    """Render a stored policy at the version the caller asked for, as Google does.
+
+    Members in ``orphaned`` (accounts deleted since the binding was written) render as
+    ``deleted:serviceAccount:EMAIL?uid=ID``; ``for_storage`` keeps the member ids.
+    """
     downgrade = policy.has_conditions and requested_version < 3
     version = 3 if policy.has_conditions and not downgrade else 1
     out: dict[str, Any] = {"version": version, "etag": policy.etag}
     bindings = []
+    ids = policy.ids
     for binding in policy.bindings:
-        item: dict[str, Any] = {"role": binding.role, "members": list(binding.members)}
+        members = [
+            f"deleted:{m}?uid={ids[m]}" if m in orphaned and m in ids else m
+            for m in binding.members
+        ]
+        item: dict[str, Any] = {"role": binding.role, "members": members}
         if binding.condition is not None:
             if downgrade:
                 item["role"] = f"{binding.role}_withcond_{_condition_hash(binding.condition)}"
@@ -253,6 +281,8 @@ def policy_to_json(policy: Policy, requested_version: int = 1) -> dict[str, Any]
         out["bindings"] = bindings
     if policy.audit_configs:
         out["auditConfigs"] = [dict(a) for a in policy.audit_configs]
+    if for_storage and policy.member_ids:
+        out["memberIds"] = dict(policy.member_ids)
     return out
 
 
@@ -267,12 +297,15 @@ def compiled(expression: str) -> Condition:
     return compile_condition(expression)
 
 
-def _member_matches(member: str, principal: Principal) -> bool:
+def _member_matches(member: str, principal: Principal, ids: Mapping[str, str]) -> bool:
     if member in ("allUsers", "allAuthenticatedUsers"):
         return True
     kind, _, rest = member.partition(":")
     if kind == principal.kind:
-        return rest.lower() == principal.email.lower()
+        if rest.lower() != principal.email.lower():
+            return False
+        pinned = ids.get(member)
+        return pinned is None or not principal.unique_id or pinned == principal.unique_id
     if kind == "domain" and principal.kind == "user":
         return principal.email.lower().rpartition("@")[2] == rest.lower()
     return False
@@ -289,7 +322,7 @@ def decide(
         for binding in policy.bindings:
             if permission not in permissions_of(binding.role):
                 continue
-            if not any(_member_matches(m, principal) for m in binding.members):
+            if not any(_member_matches(m, principal, policy.ids) for m in binding.members):
                 continue
             if binding.condition is None:
                 return Decision(allowed=True, role=binding.role)
@@ -320,4 +353,5 @@ def policy_from_stored(raw: Mapping[str, Any], etag: str) -> Policy:
         etag=etag,
         bindings=tuple(bindings),
         audit_configs=tuple(raw.get("auditConfigs", [])),
+        member_ids=tuple(sorted(raw.get("memberIds", {}).items())),
     )

@@ -162,7 +162,27 @@ class Iam:
         self.check(
             principal, self._permission(target, "getIamPolicy"), target, method="GetIamPolicy"
         )
-        return policy_to_json(self._stored(target.policy_key), requested_version)
+        stored = self._stored(target.policy_key)
+        return policy_to_json(stored, requested_version, orphaned=self._orphaned(stored))
+
+    def _live_id(self, member: str) -> str | None:
+        account = self._store.find_service_account(member.partition(":")[2].lower())
+        return None if account is None else account.unique_id
+
+    def _orphaned(self, policy: Policy) -> frozenset[str]:
+        """``serviceAccount:`` members whose account was deleted since they were bound."""
+        return frozenset(
+            member for member, uid in policy.member_ids if self._live_id(member) != uid
+        )
+
+    def _pin(self, policy: Policy, current: Policy) -> Policy:
+        """Pin each ``serviceAccount:`` member to the id of the live account it names now."""
+        ids: dict[str, str] = {}
+        for member in sorted(policy.service_account_members()):
+            uid = self._live_id(member) or current.ids.get(member)
+            if uid is not None:
+                ids[member] = uid
+        return dataclasses.replace(policy, member_ids=tuple(sorted(ids.items())))
 
     def set_policy(
         self, principal: Principal, target: Target, raw_policy: object, update_mask: object
@@ -185,7 +205,8 @@ class Iam:
         )
         if target.account is None:
             _require_an_owner(merged)
-        stored = policy_to_json(merged, 3)
+        merged = self._pin(merged, current)
+        stored = policy_to_json(merged, 3, for_storage=True)
         stored.pop("etag", None)
         revision = self._revision(target.policy_key) + 1
         body = orjson.dumps(stored).decode()
@@ -213,7 +234,8 @@ class Iam:
             outcome="granted",
             detail={"etag": etag, "bindings": len(merged.bindings)},
         )
-        return policy_to_json(self._stored(target.policy_key), 3)
+        written = self._stored(target.policy_key)
+        return policy_to_json(written, 3, orphaned=self._orphaned(written))
 
     def _revision(self, key: str) -> int:
         record = self._store.get_policy(key)
