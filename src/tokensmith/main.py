@@ -126,7 +126,7 @@ def build(
     keyring = IssuerKeyring(store, kek, clock, rotation)
     directory = Directory(store)
     auditor = Auditor(store, clock, AuditWriter(store))
-    authn = Authenticator(store, directory, keyring, clock, settings.issuer)
+    authn = Authenticator(store, directory, keyring, clock, settings.issuer, settings.base_url)
     minter = TokenMinter(keyring, clock, settings.issuer)
     iam = Iam(store, clock, auditor)
     accounts = Accounts(store, clock, iam, auditor, settings.token_uri, settings.base_url)

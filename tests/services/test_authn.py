@@ -387,3 +387,29 @@ def test_require_scope(scopes: set[str], ok: bool) -> None:
         with pytest.raises(PermissionDenied) as caught:
             require_scope(caller, accepted)
         assert caught.value.message == "Request had insufficient authentication scopes."
+
+
+@pytest.mark.parametrize(
+    ("aud", "accepted"),
+    [
+        ("https://iamcredentials.googleapis.com/", True),
+        ("https://iamcredentials.example.test/", True),
+        ("http://127.0.0.1:18080", True),
+        ("https://pubsub.googleapis.com/", False),
+        ("https://my-service.example.com/", False),
+        ("http://iam.googleapis.com/", False),
+        ("https://iam.googleapis.com/some/path", False),
+    ],
+)
+def test_security_regression_self_signed_jwt_for_another_audience(
+    shared: Server, robot: Robot, aud: str, accepted: bool
+) -> None:
+    """Security regression: a self-signed JWT the account made for another service (its aud)
+    cannot be replayed here, with or without a scope claim."""
+    services, clock = shared.services, shared.clock
+    for scope in (None, CLOUD_PLATFORM):
+        token = robot.self_signed(clock, scope=scope, aud=aud)
+        if accepted:
+            assert services.authn.authenticate(f"Bearer {token}").principal == robot.principal
+        else:
+            rejected(services, token)

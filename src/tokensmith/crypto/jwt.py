@@ -110,7 +110,7 @@ def verify_signature(token: str, key: Any) -> dict[str, Any]:
         payload = pyjwt.api_jws.PyJWS().decode_complete(token, key=key, algorithms=[header["alg"]])[
             "payload"
         ]
-    except pyjwt.PyJWTError as exc:
+    except (pyjwt.PyJWTError, TypeError, ValueError) as exc:  # fail closed on any oddity
         raise InvalidToken(f"signature check failed: {type(exc).__name__}") from None
     try:
         claims = orjson.loads(payload)

@@ -118,8 +118,12 @@ def generate_rsa_key(key_id: str | None = None) -> PrivateKey:
     return PrivateKey(key_id or new_key_id(), key)
 
 
-def load_private_pem(key_id: str, pem: bytes) -> PrivateKey:
-    key = serialization.load_pem_private_key(pem, password=None)
+def load_private_pem(key_id: str, pem: bytes, *, trusted: bool = False) -> PrivateKey:
+    """Parse a PKCS#8 RSA key. ``trusted``: the key is one we generated and sealed ourselves,
+    so cryptography's slow consistency check of the key's numbers can be skipped."""
+    key = serialization.load_pem_private_key(
+        pem, password=None, unsafe_skip_rsa_key_validation=trusted
+    )
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("only RSA private keys are supported")
     return PrivateKey(key_id, key)

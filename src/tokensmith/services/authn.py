@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import urllib.parse
 from typing import Any
 
 from tokensmith.clock import Clock
@@ -53,6 +54,7 @@ INVALID_CREDENTIALS = (
 )
 SELF_SIGNED_MAX_LIFETIME = 3600
 _VERIFIED_CACHE_SIZE = 50_000
+_SERVED_APIS = frozenset({"iam", "iamcredentials", "cloudresourcemanager", "oauth2"})
 LEEWAY = 30.0
 
 
@@ -80,12 +82,14 @@ class Authenticator:
         keyring: IssuerKeyring,
         clock: Clock,
         issuer: str,
+        base_url: str = "",
     ) -> None:
         self._store = store
         self._directory = directory
         self._keyring = keyring
         self._clock = clock
         self._issuer = issuer
+        self._base_url = base_url
         self._verified: dict[str, dict[str, Any]] = {}
 
     def authenticate(self, authorization: str | None) -> Caller:
@@ -152,6 +156,21 @@ class Authenticator:
             client_id=str(claims.get("client_id", "")),
         )
 
+    def _accepts_audience(self, audience: object) -> bool:
+        """An API this server plays (``https://iamcredentials.googleapis.com/``, any universe
+        domain), or this server's own URL (AIP-4111: the audience names the API)."""
+        if not isinstance(audience, str):
+            return False
+        if self._base_url and audience.rstrip("/") == self._base_url.rstrip("/"):
+            return True
+        parsed = urllib.parse.urlsplit(audience)
+        host = parsed.hostname or ""
+        return (
+            parsed.scheme == "https"
+            and host.split(".", 1)[0] in _SERVED_APIS
+            and (parsed.path in ("", "/"))
+        )
+
     def _verify_self_signed(self, token: str, kid: str) -> Caller:
         key = self._store.get_key(kid)
         now = self._clock.now()
@@ -171,10 +190,14 @@ class Authenticator:
         if claims.get("iss") != account.email or claims.get("sub") != account.email:
             raise jwt.InvalidToken("iss and sub must be the service account's email")
         jwt.check_times(claims, now, leeway=LEEWAY, max_lifetime=SELF_SIGNED_MAX_LIFETIME)
+        audience = claims.get("aud")
+        if audience is not None and not self._accepts_audience(audience):
+            # A JWT the account signed for some other service must not be replayable here.
+            raise jwt.InvalidToken("self-signed JWT is for another audience")
         scope = claims.get("scope")
         if isinstance(scope, str) and scope.strip():
             scopes = frozenset(scope.split())
-        elif isinstance(claims.get("aud"), str) and claims["aud"]:
+        elif isinstance(audience, str) and audience:
             # An audience-bound JWT grants access to that API, as cloud-platform would.
             scopes = frozenset({CLOUD_PLATFORM})
         else:

@@ -90,7 +90,9 @@ class Keyring:
             sign_until=record.sign_until,
             unpublish_at=record.unpublish_at,
         )
-        return LoadedKey(window, load_private_pem(record.key_id, pem), record.certificate_pem)
+        return LoadedKey(
+            window, load_private_pem(record.key_id, pem, trusted=True), record.certificate_pem
+        )
 
     def ensure(self, *, force: bool = False) -> str | None:
         """Create the key the rotation policy asks for now, if any; returns its id."""
