@@ -46,6 +46,8 @@ CONCURRENT_POLICY_CHANGES = (
     "There were concurrent policy changes. Please retry the whole read-modify-write with "
     "exponential backoff."
 )
+_PARSED_CACHE_SIZE = 100_000
+_EMPTY = Policy(etag=EMPTY_ETAG)
 _MASK_FIELDS = {"bindings", "etag", "auditConfigs", "version"}
 
 
@@ -90,14 +92,22 @@ class Iam:
         self._store = store
         self._clock = clock
         self._auditor = auditor
+        self._parsed: dict[str, Policy] = {}
 
     # evaluation --------------------------------------------------------------------------
 
     def _stored(self, key: str) -> Policy:
         record = self._store.get_policy(key)
         if record is None:
-            return Policy(etag=EMPTY_ETAG)
-        return policy_from_stored(orjson.loads(record.policy_json), record.etag)
+            return _EMPTY
+        parsed = self._parsed.get(key)
+        if parsed is not None and parsed.etag == record.etag:
+            return parsed  # every write changes the etag, so an equal etag is the same policy
+        policy = policy_from_stored(orjson.loads(record.policy_json), record.etag)
+        if len(self._parsed) >= _PARSED_CACHE_SIZE:
+            self._parsed.clear()
+        self._parsed[key] = policy
+        return policy
 
     def effective(self, target: Target) -> list[Policy]:
         policies = [self._stored(Target(target.project).policy_key)]
