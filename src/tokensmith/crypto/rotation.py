@@ -52,7 +52,8 @@ def signing_key(keys: Sequence[KeyWindow], now: float, policy: RotationPolicy) -
     (published ``prepublish`` ago, or a key that signed from the moment it was published);
     then such a key in its grace period (``prepublish`` past ``sign_until``: the rotation loop
     ran late, and the old key keeps signing until the new one is ready); then, degraded, any
-    key in its window or grace. Among equals, the newest.
+    key in its window or grace; finally a published key that is early. Among equals, the
+    newest.
     """
 
     def ready(k: KeyWindow) -> bool:
@@ -64,6 +65,9 @@ def signing_key(keys: Sequence[KeyWindow], now: float, policy: RotationPolicy) -
         if k.publish_at <= now and k.sign_from <= now < k.sign_until + policy.prepublish
     ]
     in_window = [k for k in live if now < k.sign_until]
+    # Last resort: a published key whose turn has not come yet (the old key's grace ran out
+    # before it): signing a little early beats not signing at all.
+    waiting = [k for k in keys if k.publish_at <= now < k.sign_from]
     for group in (
         [k for k in in_window if ready(k)],
         [k for k in live if ready(k)],
@@ -72,7 +76,7 @@ def signing_key(keys: Sequence[KeyWindow], now: float, policy: RotationPolicy) -
     ):
         if group:
             return max(group, key=lambda k: k.sign_from)
-    return None
+    return min(waiting, key=lambda k: k.sign_from, default=None)
 
 
 def published(keys: Sequence[KeyWindow], now: float) -> list[KeyWindow]:
