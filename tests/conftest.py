@@ -7,6 +7,7 @@ socket. Tests that need a real process use ``tokensmith.testing.LiveServer``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -149,6 +150,33 @@ def service_account_token(
     )
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
+
+
+@dataclasses.dataclass
+class SharedServer:
+    """An in-process server shared by a module's tests (its clock must not be moved)."""
+
+    services: Services
+    clock: FixedClock
+    http: TestClient
+    owner: Api
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedServer]:
+    """One server for the module's tests that neither move its clock nor need it to themselves
+    (each creates its own accounts, with names of its own)."""
+    clock = FixedClock(START)
+    services = build(
+        Settings(data_dir=tmp_path_factory.mktemp("shared") / "data", port=18080), clock
+    )
+    try:
+        with TestClient(
+            create_app(services), base_url="http://127.0.0.1:18080", raise_server_exceptions=False
+        ) as http:
+            yield SharedServer(services, clock, http, Api(http, owner_token(http, services)))
+    finally:
+        services.close()
 
 
 @pytest.fixture

@@ -9,47 +9,21 @@ per-test fixtures.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import START, Api, owner_token, service_account_token
-from tokensmith.api.app import create_app
+from tests.conftest import Api, owner_token, service_account_token
+from tests.conftest import SharedServer as Server
 from tokensmith.clock import FixedClock
-from tokensmith.config import Settings
-from tokensmith.main import Services, build
+from tokensmith.main import Services
 
 PROJECT = "tokensmith-local"
 ACCOUNTS = f"/v1/projects/{PROJECT}/serviceAccounts"
 DAY = 86400.0
-
-
-@dataclasses.dataclass
-class Server:
-    services: Services
-    clock: FixedClock
-    http: TestClient
-    owner: Api
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the module's tests that neither move its clock nor need it to themselves."""
-    clock = FixedClock(START)
-    data_dir = tmp_path_factory.mktemp("accounts") / "data"
-    services = build(Settings(data_dir=data_dir, port=18080), clock)
-    try:
-        with TestClient(
-            create_app(services), base_url="http://127.0.0.1:18080", raise_server_exceptions=False
-        ) as http:
-            yield Server(services, clock, http, Api(http, owner_token(http, services)))
-    finally:
-        services.close()
 
 
 def email_of(account_id: str) -> str:

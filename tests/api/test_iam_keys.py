@@ -7,11 +7,9 @@ The tests share one server (``shared``); each works on an account of its own (``
 from __future__ import annotations
 
 import base64
-import dataclasses
 import itertools
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,13 +17,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from starlette.testclient import TestClient
 
-from tests.conftest import START, Api, owner_token, service_account_token
-from tokensmith.api.app import create_app
+from tests.conftest import Api, service_account_token
+from tests.conftest import SharedServer as Server
 from tokensmith.clock import FixedClock
-from tokensmith.config import Settings
 from tokensmith.crypto import jwt
 from tokensmith.crypto.keys import PrivateKey, load_private_pem
-from tokensmith.main import Services, build
 
 PROJECT = "tokensmith-local"
 ACCOUNTS = f"/v1/projects/{PROJECT}/serviceAccounts"
@@ -37,29 +33,6 @@ def error_of(response: Any, code: int, status: str) -> dict[str, Any]:
     error = response.json()["error"]
     assert (error["code"], error["status"]) == (code, status)
     return dict(error)
-
-
-@dataclasses.dataclass
-class Server:
-    services: Services
-    clock: FixedClock
-    http: TestClient
-    owner: Api
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the module; its clock never moves."""
-    clock = FixedClock(START)
-    data_dir = tmp_path_factory.mktemp("keys") / "data"
-    services = build(Settings(data_dir=data_dir, port=18080), clock)
-    try:
-        with TestClient(
-            create_app(services), base_url="http://127.0.0.1:18080", raise_server_exceptions=False
-        ) as http:
-            yield Server(services, clock, http, Api(http, owner_token(http, services)))
-    finally:
-        services.close()
 
 
 _ACCOUNT_NUMBERS = itertools.count()

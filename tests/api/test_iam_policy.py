@@ -8,21 +8,17 @@ of their own; a test that moves the clock takes the per-test fixtures.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import itertools
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import START, Api, owner_token, service_account_token
-from tokensmith.api.app import create_app
+from tests.conftest import Api, owner_token, service_account_token
+from tests.conftest import SharedServer as Server
 from tokensmith.clock import FixedClock, to_datetime
-from tokensmith.config import Settings
-from tokensmith.main import Services, build
 
 PROJECT = "tokensmith-local"
 ACCOUNTS = f"/v1/projects/{PROJECT}/serviceAccounts"
@@ -83,29 +79,6 @@ class Robot:
         assert key.status_code == 200, key.text
         self.key_file = json.loads(base64.b64decode(key.json()["privateKeyData"]))
         self.api = Api(http, service_account_token(http, self.key_file, clock))
-
-
-@dataclasses.dataclass
-class Server:
-    services: Services
-    clock: FixedClock
-    http: TestClient
-    owner: Api
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the module's tests that do not move its clock."""
-    clock = FixedClock(START)
-    data_dir = tmp_path_factory.mktemp("policy") / "data"
-    services = build(Settings(data_dir=data_dir, port=18080), clock)
-    try:
-        with TestClient(
-            create_app(services), base_url="http://127.0.0.1:18080", raise_server_exceptions=False
-        ) as http:
-            yield Server(services, clock, http, Api(http, owner_token(http, services)))
-    finally:
-        services.close()
 
 
 _NUMBERS = itertools.count()

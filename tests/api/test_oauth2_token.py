@@ -11,12 +11,10 @@ two that revoke the owner's refresh token or move the clock take per-test fixtur
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import hmac
 import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +23,12 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import START, Api, owner_token
-from tokensmith.api.app import create_app
+from tests.conftest import Api
+from tests.conftest import SharedServer as Server
 from tokensmith.clock import FixedClock
-from tokensmith.config import Settings
 from tokensmith.crypto import jwt
 from tokensmith.crypto.keys import PrivateKey, generate_rsa_key, load_private_pem
-from tokensmith.main import Services, build
+from tokensmith.main import Services
 
 PROJECT = "tokensmith-local"
 ACCOUNTS = f"/v1/projects/{PROJECT}/serviceAccounts"
@@ -98,29 +95,6 @@ class Robot:
         }
         claims.update(overrides)
         return jwt.encode({k: v for k, v in claims.items() if v is not None}, self.signer)
-
-
-@dataclasses.dataclass
-class Server:
-    services: Services
-    clock: FixedClock
-    http: TestClient
-    owner: Api
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the module's tests that neither move its clock nor revoke its owner."""
-    clock = FixedClock(START)
-    data_dir = tmp_path_factory.mktemp("oauth2") / "data"
-    services = build(Settings(data_dir=data_dir, port=18080), clock)
-    try:
-        with TestClient(
-            create_app(services), base_url="http://127.0.0.1:18080", raise_server_exceptions=False
-        ) as http:
-            yield Server(services, clock, http, Api(http, owner_token(http, services)))
-    finally:
-        services.close()
 
 
 _NUMBERS = itertools.count()

@@ -8,21 +8,15 @@ to a caller of their own) share one server (``shared``); the others take per-tes
 from __future__ import annotations
 
 import base64
-import dataclasses
 import itertools
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
 
-from tests.conftest import START, Api, owner_token, service_account_token
-from tokensmith.api.app import create_app
-from tokensmith.clock import FixedClock
-from tokensmith.config import Settings
-from tokensmith.main import Services, build
+from tests.conftest import Api, service_account_token
+from tests.conftest import SharedServer as Server
 
 PROJECT = "tokensmith-local"
 PROJECT_PATH = f"/v1/projects/{PROJECT}"
@@ -50,29 +44,6 @@ def get_policy(api: Api, version: int | None = None) -> Any:
 
 def set_policy(api: Api, policy: dict[str, Any], **extra: Any) -> Any:
     return api.post(f"{PROJECT_PATH}:setIamPolicy", json={"policy": policy, **extra})
-
-
-@dataclasses.dataclass
-class Server:
-    services: Services
-    clock: FixedClock
-    http: TestClient
-    owner: Api
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for the module's tests that change nothing another test reads."""
-    clock = FixedClock(START)
-    data_dir = tmp_path_factory.mktemp("resourcemanager") / "data"
-    services = build(Settings(data_dir=data_dir, port=18080), clock)
-    try:
-        with TestClient(
-            create_app(services), base_url="http://127.0.0.1:18080", raise_server_exceptions=False
-        ) as http:
-            yield Server(services, clock, http, Api(http, owner_token(http, services)))
-    finally:
-        services.close()
 
 
 _NUMBERS = itertools.count()
