@@ -7,7 +7,9 @@
 - ``gcloud``: the installed gcloud CLI, isolated: a fresh ``CLOUDSDK_CONFIG`` per module, no
   prompts, usage reporting, update checks, surveys or metadata-server probe, and every request
   not bound for loopback sent to an ``OutboundTrap`` that refuses it and records it, so that a
-  test can show nothing left the machine.
+  test can show nothing left the machine;
+- ``env_server``: one server for the package with the metadata listener and the HTTPS proxy as
+  well, for clients configured only by ``eval "$(tokensmith env)"`` (``EnvServer``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +32,7 @@ import httpx
 import pytest
 
 from tests.conftest import require_or_skip
-from tokensmith.testing import LiveServer, owner_access_token
+from tokensmith.testing import LiveServer, free_port, owner_access_token
 
 PROJECT = "compat-project"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
@@ -218,3 +223,79 @@ def gcloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gcloud]:
         yield Gcloud(executable, tmp_path_factory.mktemp("gcloud-home"), trap)
     finally:
         trap.close()
+
+
+# --- every part running, as `tokensmith env` describes it (docs/compatibility.md) ------------
+
+
+class EnvServer:
+    """A live server with the API, a metadata listener and the HTTPS proxy, and what a client
+    process needs to use it configured by nothing but ``eval "$(tokensmith env …)"``.
+
+    The proxy logs each tunnel at debug level into the server's log, so ``tunnels()`` shows
+    which of Google's hosts a client reached through it; anything a client sends to another
+    destination over plain HTTP goes to ``trap``.
+    """
+
+    def __init__(self, server: LiveServer, home: Path) -> None:
+        self.server = server
+        self.home = home
+        self.trap = OutboundTrap()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.server.data_dir
+
+    def with_env(self, command: list[str], *env_args: str) -> list[str]:
+        """``bash -c`` running ``command`` after ``eval "$(tokensmith env --data-dir D ARGS)"``;
+        a failing ``env`` stops it (``eval ""`` alone would succeed)."""
+        tokensmith = shlex.join(
+            [sys.executable, "-m", "tokensmith", "env", "--data-dir", str(self.data_dir), *env_args]
+        )
+        script = f'vars="$({tokensmith})" && eval "$vars" && exec "$@"'
+        return ["bash", "-c", script, "client", *command]
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        """A clean environment before ``env`` is applied: no Google or tokensmith variable, an
+        empty HOME, and every proxy variable at the trap (loopback excepted)."""
+        trap = f"http://{self.trap.address}"
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOME": str(self.home),
+            "HTTP_PROXY": trap,
+            "HTTPS_PROXY": trap,
+            "http_proxy": trap,
+            "https_proxy": trap,
+            "NO_PROXY": LOOPBACK,
+            "no_proxy": LOOPBACK,
+        }
+        env.update(extra)
+        return env
+
+    def log_offset(self) -> int:
+        return self.server.log_path.stat().st_size
+
+    def tunnels(self, since: int = 0) -> set[str]:
+        """The hosts the proxy opened tunnels to after log offset ``since``."""
+        with self.server.log_path.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode("utf-8", "replace")
+        return set(re.findall(r"proxy: tunnel \S+ -> (\S+) open", text))
+
+    def close(self) -> None:
+        self.trap.close()
+
+
+@pytest.fixture(scope="package")
+def env_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvServer]:
+    tmp = tmp_path_factory.mktemp("env-server")
+    (tmp / "home").mkdir()
+    args = ["--project", PROJECT, "--metadata-port", str(free_port())]
+    args += ["--proxy-port", str(free_port()), "--log-level", "debug"]
+    with LiveServer(tmp / "data", extra_args=args) as server:
+        running = EnvServer(server, tmp / "home")
+        try:
+            yield running
+        finally:
+            running.close()

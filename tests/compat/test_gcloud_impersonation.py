@@ -255,6 +255,7 @@ def _verify_blob(
     public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
 
 
+@pytest.mark.compat("gcloud-imp-access-token")
 def test_print_access_token_impersonates_the_target(
     server: LiveServer, gcloud: Gcloud, accounts: Accounts
 ) -> None:
@@ -272,6 +273,7 @@ def test_print_access_token_impersonates_the_target(
 
 
 @pytest.mark.parametrize("include_email", [True, False], ids=["include-email", "no-email"])
+@pytest.mark.compat("gcloud-imp-id-token")
 def test_print_identity_token_verifies_against_server_certs(
     server: LiveServer,
     gcloud: Gcloud,
@@ -305,6 +307,7 @@ def test_print_identity_token_verifies_against_server_certs(
         assert "email" not in claims
 
 
+@pytest.mark.compat("gcloud-imp-chain")
 def test_delegation_chain_reaches_the_target(
     server: LiveServer, gcloud: Gcloud, accounts: Accounts
 ) -> None:
@@ -347,6 +350,7 @@ def test_denied_impersonation_shows_googles_permission_denied(
     assert "reason: IAM_PERMISSION_DENIED" in printed.stderr
 
 
+@pytest.mark.compat("gcloud-sign-blob")
 def test_sign_blob_verifies_against_published_x509(
     server: LiveServer, gcloud: Gcloud, accounts: Accounts, tmp_path: Path
 ) -> None:
@@ -369,6 +373,7 @@ def test_sign_blob_verifies_against_published_x509(
     _verify_blob(server, accounts.target, key_id, blob.read_bytes(), signature.read_bytes())
 
 
+@pytest.mark.compat("gcloud-sign-jwt")
 def test_sign_jwt_verifies_against_published_jwk(
     server: LiveServer, gcloud: Gcloud, accounts: Accounts, tmp_path: Path
 ) -> None:
@@ -400,6 +405,7 @@ def test_sign_jwt_verifies_against_published_jwk(
     assert jwt.decode(token, key, algorithms=["RS256"], audience=AUDIENCE) == claims
 
 
+@pytest.mark.compat("gcloud-sign-blob")
 def test_endpoint_override_with_a_path_prefix(
     server: LiveServer, gcloud: Gcloud, accounts: Accounts, tmp_path: Path
 ) -> None:

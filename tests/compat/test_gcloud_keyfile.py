@@ -45,6 +45,7 @@ def google_request() -> Iterator[Request]:
         yield Request(session)
 
 
+@pytest.mark.compat("gcloud-key-activate")
 def test_activate_service_account_with_server_key(
     activation: subprocess.CompletedProcess[str], account: dict[str, Any]
 ) -> None:
@@ -53,6 +54,7 @@ def test_activate_service_account_with_server_key(
     assert f"Activated service account credentials for: [{account['email']}]" in (activation.stderr)
 
 
+@pytest.mark.compat("gcloud-key-access-token")
 def test_print_access_token_is_accepted_by_the_server(
     live: LiveServer,
     gcloud: Gcloud,
@@ -79,6 +81,7 @@ def test_print_access_token_is_accepted_by_the_server(
         assert allowed.json()["uniqueId"] == account["uniqueId"]
 
 
+@pytest.mark.compat("gcloud-key-id-token")
 def test_print_identity_token_verifies_against_server_certs(
     live: LiveServer,
     gcloud: Gcloud,

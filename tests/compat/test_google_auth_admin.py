@@ -101,6 +101,7 @@ def test_owner_creates_account_key_and_updates_policy(
     assert binding in after["bindings"]
 
 
+@pytest.mark.compat("py-sa-key-access-token")
 def test_key_file_is_denied_until_granted(live: LiveServer, admin: Admin, tmp_path: Path) -> None:
     """A key file's account gets 403 with the missing permission, then succeeds once granted."""
     caller = admin.create_account("ga-reader")
@@ -136,6 +137,8 @@ def test_key_file_is_denied_until_granted(live: LiveServer, admin: Admin, tmp_pa
         assert allowed.json()["uniqueId"] == target["uniqueId"]
 
 
+@pytest.mark.compat("py-sa-key-id-token")
+@pytest.mark.compat("py-verify-token-pem")
 def test_key_file_id_token_verifies_against_server_certs(
     live: LiveServer, admin: Admin, tmp_path: Path, google_request: Request
 ) -> None:

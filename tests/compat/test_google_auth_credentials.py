@@ -88,6 +88,7 @@ def tokeninfo(deployment: Deployment, token: str) -> dict[str, Any]:
     return dict(response.json())
 
 
+@pytest.mark.compat("py-imp-access-token")
 def test_impersonated_access_token(deployment: Deployment) -> None:
     """impersonated_credentials with iam_endpoint_override gets a token that acts as the target."""
     creds = impersonated_credentials.Credentials(
@@ -105,6 +106,7 @@ def test_impersonated_access_token(deployment: Deployment) -> None:
     assert creds.expiry is not None
 
 
+@pytest.mark.compat("py-imp-delegates")
 def test_impersonated_access_token_through_a_chain(deployment: Deployment) -> None:
     """With delegates source → hop-one → hop-two → target the chain is honoured."""
     creds = impersonated_credentials.Credentials(
@@ -146,6 +148,7 @@ def generate_id_token(deployment: Deployment, audience: str, **extra: Any) -> st
     return str(response.json()["token"])
 
 
+@pytest.mark.compat("py-verify-token-pem")
 def test_id_token_verifies_with_pem_certs(deployment: Deployment) -> None:
     """google.oauth2.id_token.verify_token accepts the token against our /oauth2/v1/certs."""
     token = generate_id_token(deployment, "https://svc.example", includeEmail=True)
@@ -162,6 +165,7 @@ def test_id_token_verifies_with_pem_certs(deployment: Deployment) -> None:
     assert claims["iss"] == "https://accounts.google.com"
 
 
+@pytest.mark.compat("py-verify-token-jwks")
 def test_id_token_verifies_with_jwks(deployment: Deployment) -> None:
     """The JWKS path (PyJWT under google-auth, and PyJWT's own client) verifies the token."""
     token = generate_id_token(deployment, "https://jwks.example")

@@ -260,6 +260,7 @@ def _verify_blob(
     public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
 
 
+@pytest.mark.compat("node-imp-access-token")
 def test_impersonated_access_token_is_the_targets(
     server: LiveServer, direct: dict[str, Any], accounts: Accounts
 ) -> None:
@@ -275,6 +276,7 @@ def test_impersonated_access_token_is_the_targets(
     assert (LIFETIME - 60) * 1000 <= lifetime_ms <= (LIFETIME + 60) * 1000
 
 
+@pytest.mark.compat("node-token-info")
 def test_get_token_info_reports_scopes_and_expiry(
     direct: dict[str, Any], accounts: Accounts
 ) -> None:
@@ -288,6 +290,8 @@ def test_get_token_info_reports_scopes_and_expiry(
     assert abs(info["expiry_date"] - access["expiryDate"]) <= 5000
 
 
+@pytest.mark.compat("node-imp-id-token")
+@pytest.mark.compat("node-verify-id-token")
 def test_fetch_id_token_verifies_with_verify_id_token(
     server: LiveServer, direct: dict[str, Any], accounts: Accounts, google_request: Request
 ) -> None:
@@ -309,6 +313,7 @@ def test_fetch_id_token_verifies_with_verify_id_token(
     assert claims == payload
 
 
+@pytest.mark.compat("node-imp-id-token")
 def test_fetch_id_token_without_email(direct: dict[str, Any], accounts: Accounts) -> None:
     """fetchIdToken with includeEmail false → a verified token with no email, azp the id."""
     payload = _ok_step(direct, "verifiedWithoutEmail")
@@ -319,6 +324,7 @@ def test_fetch_id_token_without_email(direct: dict[str, Any], accounts: Accounts
     assert "email" not in payload
 
 
+@pytest.mark.compat("node-verify-id-token")
 def test_verify_id_token_rejects_a_wrong_audience(direct: dict[str, Any]) -> None:
     """verifyIdToken refuses a valid token when the caller expects another audience."""
     _ok_step(direct, "verified")
@@ -328,6 +334,7 @@ def test_verify_id_token_rejects_a_wrong_audience(direct: dict[str, Any]) -> Non
     assert error["message"] == "Wrong recipient, payload audience != requiredAudience"
 
 
+@pytest.mark.compat("node-verify-id-token")
 def test_verify_id_token_rejects_a_forged_signature(direct: dict[str, Any]) -> None:
     """verifyIdToken refuses one token's claims carrying another token's signature."""
     _ok_step(direct, "idTokenWithoutEmail")
@@ -337,6 +344,7 @@ def test_verify_id_token_rejects_a_forged_signature(direct: dict[str, Any]) -> N
     assert error["message"].startswith("Invalid token signature")
 
 
+@pytest.mark.compat("node-imp-sign")
 def test_sign_blob_verifies_against_published_x509(
     server: LiveServer, direct: dict[str, Any], accounts: Accounts
 ) -> None:
@@ -348,6 +356,7 @@ def test_sign_blob_verifies_against_published_x509(
     )
 
 
+@pytest.mark.compat("node-imp-delegates")
 def test_delegates_reach_a_target_only_the_delegate_may_impersonate(
     server: LiveServer, chained: dict[str, Any], accounts: Accounts, google_request: Request
 ) -> None:

@@ -61,7 +61,8 @@ def test_env_points_every_client_at_the_first_metadata_listener(
     write_server_json(tmp_path)
     result = CliRunner().invoke(cli, ["env", "--data-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert exports(result.output) == {
+    metadata = {k: v for k, v in exports(result.output).items() if k.startswith("GCE_")}
+    assert metadata == {
         "GCE_METADATA_HOST": "127.0.0.1:8081",
         "GCE_METADATA_IP": "127.0.0.1:8081",
         "GCE_METADATA_ROOT": "127.0.0.1:8081",
@@ -101,7 +102,6 @@ def test_env_for_an_agent_address(cli: click.Group) -> None:
     [
         (None, "no tokensmith server is running on"),
         ({"pid": 2**22 + 12345}, "no longer running"),
-        ({"metadata": []}, "tokensmith serve --metadata-port PORT"),
     ],
 )
 def test_env_explains_why_it_cannot_help(

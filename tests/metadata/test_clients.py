@@ -81,7 +81,9 @@ def client_env(live_md: LiveDeployment, **extra: str) -> dict[str, str]:
 
 def with_tokensmith_env(live_md: LiveDeployment, command: list[str]) -> list[str]:
     """`bash -c 'eval "$(tokensmith env --data-dir D)" && exec COMMAND'`."""
-    tokensmith = f"{sys.executable} -m tokensmith env --data-dir {live_md.server.data_dir}"
+    tokensmith = (
+        f"{sys.executable} -m tokensmith env --no-credentials --data-dir {live_md.server.data_dir}"
+    )
     return ["bash", "-c", f'eval "$({tokensmith})" && exec "$@"', "client", *command]
 
 
@@ -129,6 +131,8 @@ def python_client(live_md: LiveDeployment) -> dict[str, Any]:
     return dict(json.loads(run(command, client_env(live_md))))
 
 
+@pytest.mark.compat("py-md-detect")
+@pytest.mark.compat("py-md-access-token")
 def test_python_default_finds_compute_engine_credentials(
     python_client: dict[str, Any], live_md: LiveDeployment
 ) -> None:
@@ -143,11 +147,14 @@ def test_python_default_finds_compute_engine_credentials(
     assert set(info["scope"].split()) == {CLOUD, "https://www.googleapis.com/auth/userinfo.email"}
 
 
+@pytest.mark.compat("py-md-access-token-scopes")
 def test_python_explicit_scopes(python_client: dict[str, Any], live_md: LiveDeployment) -> None:
     """compute_engine.Credentials(scopes=…) gets a token with exactly those scopes."""
     assert set(tokeninfo(live_md, python_client["scoped"])["scope"].split()) == {IAM, "openid"}
 
 
+@pytest.mark.compat("py-md-id-token")
+@pytest.mark.compat("py-md-fetch-id-token")
 def test_python_id_tokens_verify_with_our_certs(
     python_client: dict[str, Any], live_md: LiveDeployment, default_unique_id: str
 ) -> None:
@@ -161,6 +168,7 @@ def test_python_id_tokens_verify_with_our_certs(
     assert python_client["verified"]["sub"] == default_unique_id
 
 
+@pytest.mark.compat("py-imp-access-token")
 def test_python_workload_impersonates_with_its_metadata_token(
     python_client: dict[str, Any], live_md: LiveDeployment
 ) -> None:
@@ -195,6 +203,7 @@ def gcloud(live_md: LiveDeployment, tmp_path_factory: pytest.TempPathFactory) ->
     return gcloud
 
 
+@pytest.mark.compat("gcloud-md-access-token")
 def test_gcloud_print_access_token_from_the_metadata_server(
     gcloud: Any, live_md: LiveDeployment
 ) -> None:
@@ -203,6 +212,7 @@ def test_gcloud_print_access_token_from_the_metadata_server(
     assert tokeninfo(live_md, token)["email"] == live_md.default_email
 
 
+@pytest.mark.compat("gcloud-md-id-token")
 def test_gcloud_print_identity_token_full(
     gcloud: Any, live_md: LiveDeployment, default_unique_id: str
 ) -> None:
@@ -242,6 +252,7 @@ def node_client(live_md: LiveDeployment) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.compat("node-md-access-token")
 def test_node_detects_the_metadata_server_and_gets_an_access_token(
     node_client: dict[str, Any], live_md: LiveDeployment
 ) -> None:
@@ -251,6 +262,7 @@ def test_node_detects_the_metadata_server_and_gets_an_access_token(
     assert tokeninfo(live_md, node_client["accessToken"])["email"] == live_md.default_email
 
 
+@pytest.mark.compat("node-md-id-token")
 def test_node_id_token_client_token_verifies(
     node_client: dict[str, Any], live_md: LiveDeployment, default_unique_id: str
 ) -> None:

@@ -75,6 +75,7 @@ def target(owner: Owner, live: LiveServer) -> str:
     return email
 
 
+@pytest.mark.compat("py-verify-oauth2-token")
 def test_verify_oauth2_token_fetches_certs_through_the_proxy(
     proxy: ProxyThread,
     ca: LocalCA,
@@ -115,6 +116,8 @@ def test_verify_oauth2_token_fetches_certs_through_the_proxy(
     assert "www.googleapis.com" in tunnelled_hosts(caplog)
 
 
+@pytest.mark.compat("py-imp-id-token")
+@pytest.mark.compat("py-imp-sign-bytes")
 def test_impersonated_id_token_and_sign_bytes(
     proxy: ProxyThread,
     ca: LocalCA,
@@ -169,6 +172,7 @@ def test_impersonated_id_token_and_sign_bytes(
     assert {"oauth2.googleapis.com", "iamcredentials.googleapis.com"} <= tunnelled_hosts(caplog)
 
 
+@pytest.mark.compat("py-sa-universe-domain")
 def test_universe_domain_key_reaches_its_iamcredentials_host(
     proxy: ProxyThread,
     ca: LocalCA,

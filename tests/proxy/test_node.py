@@ -36,6 +36,7 @@ console.log(JSON.stringify({access: access.token, id: idToken}));
 """
 
 
+@pytest.mark.compat("node-jwt-key")
 def test_node_service_account_grant_through_the_proxy(
     proxy: ProxyThread,
     ca: LocalCA,

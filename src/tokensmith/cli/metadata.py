@@ -1,31 +1,22 @@
-"""``tokensmith metadata`` (the stand-alone metadata agent), ``tokensmith env``, and the
-``--metadata-*`` options of ``tokensmith serve``.
+"""``tokensmith metadata`` (the stand-alone metadata agent) and the ``--metadata-*`` options of
+``tokensmith serve``.
 
-``tokensmith env`` prints ``export`` lines that point Google's unmodified clients at a running
-server's metadata listener, so that ``eval "$(tokensmith env)"`` is all a workload needs:
-
-- ``GCE_METADATA_HOST`` — google-auth (Python) for every metadata call, Node's gcp-metadata;
-- ``GCE_METADATA_IP`` — google-auth's detection ping (``GET /``), and Node;
-- ``GCE_METADATA_ROOT`` — gcloud (``GCE_METADATA_HOST`` alone does not work for it).
-
-Node needs no ``METADATA_SERVER_DETECTION``: its detection ping (``GET
+``tokensmith env`` (``cli/env.py``) points Google's clients at a metadata listener: Python's
+google-auth needs ``GCE_METADATA_HOST`` and ``GCE_METADATA_IP``, gcloud ``GCE_METADATA_ROOT``;
+Node needs no ``METADATA_SERVER_DETECTION``, since its detection ping (``GET
 /computeMetadata/v1/instance``) is answered with ``Metadata-Flavor: Google`` (COMPAT.md §1b).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shlex
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
-from tokensmith.config import load_settings
+from tokensmith.cli import env as env_command
 
-__all__ = ["env_lines", "register"]
+__all__ = ["register"]
 
 _SERVE_OPTIONS = [
     click.Option(
@@ -54,86 +45,6 @@ _SERVE_OPTIONS = [
         "attributes, scopes, ...); watched for attribute changes.",
     ),
 ]
-
-
-def env_lines(record: dict[str, Any], instance: str | None = None) -> list[str]:
-    """The ``export`` lines for one metadata listener of a ``server.json`` record."""
-    listeners = record.get("metadata") or []
-    if not listeners:
-        raise click.ClickException(
-            "this server runs no metadata server: start it with `tokensmith serve "
-            "--metadata-port PORT` (or --metadata-config FILE)"
-        )
-    chosen = listeners[0]
-    if instance is not None:
-        matches = [m for m in listeners if instance in (m.get("name"), str(m.get("address")))]
-        if not matches:
-            names = ", ".join(str(m.get("name")) for m in listeners)
-            raise click.ClickException(f"no metadata instance {instance!r} (instances: {names})")
-        chosen = matches[0]
-    return _exports(
-        str(chosen["address"]), f"{chosen.get('name')} ({chosen.get('service_account')})"
-    )
-
-
-def _exports(address: str, what: str) -> list[str]:
-    value = shlex.quote(address)
-    return [
-        f"# tokensmith metadata server {what}",
-        f"export GCE_METADATA_HOST={value}",
-        f"export GCE_METADATA_IP={value}",
-        f"export GCE_METADATA_ROOT={value}",
-    ]
-
-
-def _running(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
-
-
-@click.command("env")
-@click.option(
-    "--data-dir", default=None, help="Data directory of the server (TOKENSMITH_DATA_DIR)."
-)
-@click.option(
-    "--instance", default=None, help="Metadata instance name or HOST:PORT (default: the first)."
-)
-@click.option(
-    "--metadata",
-    "address",
-    default=None,
-    help="HOST:PORT of a metadata server (e.g. a `tokensmith metadata` agent) instead.",
-)
-def env(data_dir: str | None, instance: str | None, address: str | None) -> None:
-    """Print `export` lines pointing Google's clients at the metadata server.
-
-    Use it as: eval "$(tokensmith env)"
-    """
-    if address:
-        click.echo("\n".join(_exports(address.removeprefix("http://").rstrip("/"), address)))
-        return
-    settings = load_settings({"data_dir": data_dir})
-    path = Path(settings.data_dir) / "server.json"
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise click.ClickException(
-            f"no tokensmith server is running on {settings.data_dir} ({path} does not exist)"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise click.ClickException(f"cannot read {path}: {exc}") from None
-    if not isinstance(record, dict) or not _running(record.get("pid")):
-        raise click.ClickException(
-            f"{path} names a server that is no longer running; start `tokensmith serve` again"
-        )
-    click.echo("\n".join(env_lines(record, instance)))
 
 
 @click.command("metadata")
@@ -238,9 +149,13 @@ def metadata(
 
 
 def register(group: click.Group) -> None:
-    """Add ``metadata`` and ``env`` to ``group``, and the ``--metadata-*`` options to ``serve``."""
+    """Add ``metadata`` and ``env`` to ``group``, and the ``--metadata-*`` options to ``serve``.
+
+    ``env`` (``cli/env.py``) now covers the whole server, not only its metadata listener; it is
+    still registered from here, so that every group built with this ``register`` keeps it.
+    """
     group.add_command(metadata)
-    group.add_command(env)
+    env_command.register(group)
     serve = group.commands.get("serve")
     if serve is not None:
         known = {param.name for param in serve.params}
