@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import json
 import os
 import sys
 import urllib.parse
@@ -29,6 +28,7 @@ from typing import Any
 
 import click
 
+from tokensmith.cli.announced import announced_api
 from tokensmith.cli.output import (
     OneLineGroup,
     UsageProblem,
@@ -89,7 +89,7 @@ class Session:
     @property
     def client(self) -> Client:
         if self._client is None:
-            url = self._server or _server_from(self._data_dir) or DEFAULT_SERVER
+            url = self._server or announced_api(self._data_dir) or DEFAULT_SERVER
             self._client = Client(url, load_credentials(self._credentials_file()))
         return self._client
 
@@ -114,20 +114,6 @@ class Session:
             click.echo(dumps(data))
         else:
             click.echo(text() if callable(text) else text)
-
-
-def _server_from(data_dir: Path) -> str | None:
-    announced = data_dir / "server.json"
-    try:
-        info = json.loads(announced.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise ClientError(f"cannot read {announced} ({exc}); pass --server URL") from None
-    api = info.get("api") if isinstance(info, dict) else None
-    if not isinstance(api, str) or not api:
-        raise ClientError(f"{announced} names no 'api' URL; pass --server URL")
-    return api
 
 
 _CONNECTION_OPTIONS = [

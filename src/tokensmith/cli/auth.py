@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tokensmith.cli.admin import DEFAULT_SERVER
+from tokensmith.cli.announced import announced_api
 from tokensmith.cli.output import OneLineGroup, UsageProblem
 from tokensmith.client import ClientError
 from tokensmith.client.errors import error_from_response, unreachable
@@ -100,7 +101,7 @@ class Session:
 
     @property
     def server(self) -> str:
-        return (self._server or _announced_api(self.data_dir) or DEFAULT_SERVER).rstrip("/")
+        return (self._server or announced_api(self.data_dir) or DEFAULT_SERVER).rstrip("/")
 
     @property
     def credentials_path(self) -> Path:
@@ -221,20 +222,6 @@ class Session:
         if not isinstance(answer, dict):
             raise ClientError(f"{self.server} answered POST {path} with something other than JSON")
         return answer
-
-
-def _announced_api(data_dir: Path) -> str | None:
-    announced = data_dir / "server.json"
-    try:
-        info = json.loads(announced.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise ClientError(f"cannot read {announced} ({exc}); pass --server URL") from None
-    api = info.get("api") if isinstance(info, dict) else None
-    if not isinstance(api, str) or not api:
-        raise ClientError(f"{announced} names no 'api' URL; pass --server URL")
-    return api
 
 
 def _read_credentials(path: Path) -> Json:
