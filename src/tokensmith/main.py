@@ -37,7 +37,7 @@ from tokensmith.services.sakeys import AccountKeys
 from tokensmith.services.tokeninfo import TokenInfo
 from tokensmith.services.tokens import TokenMinter
 from tokensmith.store import migrate
-from tokensmith.store.base import ProjectRecord, Store
+from tokensmith.store.base import ProjectRecord
 from tokensmith.store.cached import CachedStore, SharedEpoch
 from tokensmith.store.sql import SqlStore, make_engine
 
@@ -50,7 +50,7 @@ log = logging.getLogger("tokensmith")
 class Services:
     settings: Settings
     clock: Clock
-    store: Store  # the cached view every service uses
+    store: CachedStore  # the cached view every service uses
     sql: SqlStore
     kek: KeyEncryptionKey
     kek_generated: bool
@@ -83,6 +83,7 @@ class Services:
 
 
 MAINTENANCE_INTERVAL = 60.0
+LONG_CACHE_TTL = 300.0
 
 
 def start_maintenance(
@@ -103,6 +104,15 @@ def start_maintenance(
                 log.exception("maintenance round failed")
 
     threading.Thread(target=loop, name="tokensmith-maintenance", daemon=True).start()
+    if services.sql.engine.dialect.name == "postgresql":
+        # Other nodes' changes arrive as notifications; until the listener connects the cache
+        # keeps entries only for the short TTL.
+        threading.Thread(
+            target=services.sql.listen_for_changes,
+            args=(services.store.invalidate_local, services.store.changes_announced, stop),
+            name="tokensmith-changes",
+            daemon=True,
+        ).start()
     return stop
 
 
@@ -121,7 +131,10 @@ def build(
         migrate.upgrade(engine)
     migrate.check(engine)
     sql = SqlStore(engine)
-    store = CachedStore(sql, clock, epoch=epoch)
+    sqlite = engine.dialect.name == "sqlite"
+    # SQLite: every writer is this node (its workers share the epoch), so nothing can change
+    # behind the cache's back; PostgreSQL: long entries only while the change listener runs.
+    store = CachedStore(sql, clock, epoch=epoch, long_ttl=LONG_CACHE_TTL, announced=sqlite)
     kek, generated = load_or_create_kek(settings.kek_path, settings.kek)
     keyring = IssuerKeyring(store, kek, clock, rotation)
     directory = Directory(store)

@@ -66,3 +66,61 @@ def test_cache_size_is_bounded(tmp_path: Path) -> None:
     for i in range(10):
         cached.get_project(f"p{i}")
     assert len(cached._entries) <= 3
+
+
+def test_announced_changes_allow_long_entries(
+    stores: tuple[SqlStore, CachedStore, FixedClock],
+) -> None:
+    """With every writer announcing its changes, entries live the long TTL; losing the
+    listener forgets everything and falls back to the short one."""
+    sql, _, clock = stores
+    cached = CachedStore(sql, clock, ttl=1.0, long_ttl=300.0, announced=True)
+    assert cached.get_policy("projects/q") is None
+    sql.put_policy(PolicyRecord("projects/q", "{}", "e1", 1, 1.0), "ACAB")
+    clock.advance(100.0)
+    assert cached.get_policy("projects/q") is None, "still the cached absence"
+    cached.invalidate_local()  # a notice from another node arrives
+    assert cached.get_policy("projects/q") is not None
+    sql.put_policy(PolicyRecord("projects/q", "{}", "e2", 2, 2.0), "e1")
+    cached.changes_announced(False)  # the listener went away: forget, and trust 1 s only
+    record = cached.get_policy("projects/q")
+    assert record is not None
+    assert record.etag == "e2"
+    sql.put_policy(PolicyRecord("projects/q", "{}", "e3", 3, 3.0), "e2")
+    clock.advance(1.0)
+    record = cached.get_policy("projects/q")
+    assert record is not None
+    assert record.etag == "e3"
+
+
+def test_postgres_changes_reach_other_nodes_as_notifications() -> None:
+    """A write on one node's store is announced to another's listener when it commits."""
+    import threading
+
+    from tests.pg import require_postgres, temporary_database
+
+    require_postgres()
+    with temporary_database() as url:
+        writer_engine, reader_engine = make_engine(url), make_engine(url)
+        migrate.upgrade(writer_engine)
+        writer, reader = SqlStore(writer_engine), SqlStore(reader_engine)
+        changes, states = threading.Event(), []
+        stop = threading.Event()
+        listener = threading.Thread(
+            target=reader.listen_for_changes, args=(changes.set, states.append, stop)
+        )
+        listener.start()
+        try:
+            for _ in range(100):  # until the listener is connected
+                if states:
+                    break
+                stop.wait(0.05)
+            assert states == [True]
+            writer.put_policy(PolicyRecord("projects/n", "{}", "e1", 1, 1.0), "ACAB")
+            assert changes.wait(2.0), "the change notice arrives within the bound"
+        finally:
+            stop.set()
+            listener.join(5)
+            writer_engine.dispose()
+            reader_engine.dispose()
+        assert states[-1] is False

@@ -1,13 +1,15 @@
 """A read-through cache in front of any ``Store``, bounded in time.
 
 The hot path (verify the caller, evaluate policies, find the target account) reads the same few
-rows for every request. This decorator serves those reads from memory for at most ``ttl``
-seconds after they were fetched, so:
+rows for every request. This decorator serves those reads from memory:
 
-- on this node, every write clears the cache at once (a change is seen by the next request);
-- on other nodes sharing the database, a change is seen within ``ttl`` seconds — the
-  documented propagation bound (2 s) holds as long as ``ttl`` ≤ 2 s; an entry is never served
-  past its age, whatever the load.
+- on this node, every write clears the cache at once, and across the node's worker processes
+  through a shared-memory epoch (a change is seen by the very next request);
+- while every other writer is known to announce its changes — SQLite (all writers are this
+  node's workers), or PostgreSQL with the LISTEN/NOTIFY listener connected — entries live up to
+  ``long_ttl``: other nodes' changes arrive as notifications, sent in the writing transaction;
+- otherwise (the listener is down, so a notice may be missed) entries live at most ``ttl``
+  seconds: the documented propagation bound (2 s) holds as long as ``ttl`` ≤ 2 s.
 
 Only entity lookups are cached; audit appends, key creation and every write pass straight
 through. Absence is cached too (a revoked-token check is usually "not revoked").
@@ -68,10 +70,14 @@ class CachedStore:
         ttl: float = DEFAULT_TTL,
         max_entries: int = MAX_ENTRIES,
         epoch: SharedEpoch | None = None,
+        long_ttl: float | None = None,
+        announced: bool = False,
     ) -> None:
         self.inner = inner
         self._clock = clock
         self.ttl = ttl
+        self.long_ttl = long_ttl if long_ttl is not None else ttl
+        self._announced = announced  # every other writer's changes reach us as notices
         self._max = max_entries
         self._entries: dict[tuple[str, str], tuple[float, Any]] = {}
         self._generation = 0
@@ -91,7 +97,8 @@ class CachedStore:
                     self._seen_epoch = epoch
         now = self._clock.now()
         entry = self._entries.get((kind, key))
-        if entry is not None and now - entry[0] < self.ttl:
+        ttl = self.long_ttl if self._announced else self.ttl
+        if entry is not None and now - entry[0] < ttl:
             return entry[1]  # type: ignore[no-any-return]
         generation = self._generation
         value = load()
@@ -102,6 +109,17 @@ class CachedStore:
                     self._entries.clear()
                 self._entries[(kind, key)] = (now, value)
         return value
+
+    def changes_announced(self, connected: bool) -> None:
+        """The change listener connected (notices flow) or went away (they may be missed)."""
+        self.invalidate_local()
+        self._announced = connected
+
+    def invalidate_local(self) -> None:
+        """Another node changed something: forget everything this process cached."""
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
 
     def invalidate(self) -> None:
         with self._lock:

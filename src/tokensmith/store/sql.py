@@ -12,9 +12,10 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -39,7 +40,11 @@ from tokensmith.store.base import (
     UserRecord,
 )
 
-__all__ = ["SqlStore", "make_engine"]
+__all__ = ["CHANGES_CHANNEL", "SqlStore", "make_engine"]
+
+log = logging.getLogger("tokensmith.store")
+
+CHANGES_CHANNEL = "tokensmith_changes"
 
 R = TypeVar("R")
 
@@ -59,7 +64,9 @@ def make_engine(url: str) -> Engine:
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return create_engine(
         url,
-        pool_pre_ping=True,  # a connection the database dropped is replaced, not used
+        # No pre-ping (a round trip per checkout): a connection the database dropped fails its
+        # statement, the request gets a retryable 503, and the pool replaces every connection.
+        pool_pre_ping=False,
         pool_size=10,
         max_overflow=10,
         pool_timeout=5,  # never queue a request for long: fail fast with UNAVAILABLE
@@ -139,10 +146,12 @@ class SqlStore:
         return self._engine
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def _tx(self, *, changes: bool = False) -> Iterator[Connection]:
         try:
             with self._engine.begin() as conn:
                 yield conn
+                if changes:
+                    self._announce_change(conn)
         except IntegrityError as exc:
             raise Conflict(str(exc.orig)) from None
         except (OperationalError, DBAPIError) as exc:
@@ -158,8 +167,39 @@ class SqlStore:
         return None if row is None else _record(cls, row)
 
     def _insert(self, table: Any, record: Any) -> None:
-        with self._tx() as conn:
+        with self._tx(changes=True) as conn:
             conn.execute(insert(table).values(**dataclasses.asdict(record)))
+
+    def _announce_change(self, conn: Connection) -> None:
+        """Tell the other nodes' caches (``listen_for_changes``) in the writing transaction,
+        so the notice goes out exactly when the change commits."""
+        if self._engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANGES_CHANNEL})
+
+    def listen_for_changes(
+        self,
+        on_change: Callable[[], None],
+        on_state: Callable[[bool], None],
+        stop: threading.Event,
+    ) -> None:
+        """Until ``stop``: call ``on_change`` for every change another node commits
+        (PostgreSQL LISTEN/NOTIFY), and ``on_state(connected)`` when the listening connection
+        comes up or goes away (while it is away, changes may be missed)."""
+        import psycopg
+
+        url = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+                    conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    on_state(True)
+                    while not stop.is_set():
+                        for _ in conn.notifies(timeout=0.5):
+                            on_change()
+            except psycopg.Error as exc:
+                log.warning("change listener lost its database connection: %s", exc)
+            on_state(False)
+            stop.wait(1.0)
 
     # projects and users -------------------------------------------------------------------
 
@@ -204,7 +244,7 @@ class SqlStore:
 
     def revoke_refresh_token(self, token_hash: str, when: float) -> bool:
         c = t.refresh_tokens.c
-        with self._tx() as conn:
+        with self._tx(changes=True) as conn:
             result = conn.execute(
                 update(t.refresh_tokens)
                 .where(c.token_hash == token_hash, c.revoked_at.is_(None))
@@ -246,7 +286,7 @@ class SqlStore:
     def update_service_account(self, record: ServiceAccountRecord) -> None:
         values = dataclasses.asdict(record)
         unique_id = values.pop("unique_id")
-        with self._tx() as conn:
+        with self._tx(changes=True) as conn:
             conn.execute(
                 update(t.service_accounts)
                 .where(t.service_accounts.c.unique_id == unique_id)
@@ -277,7 +317,7 @@ class SqlStore:
     def update_key(self, record: KeyRecord) -> None:
         values = dataclasses.asdict(record)
         key_id = values.pop("key_id")
-        with self._tx() as conn:
+        with self._tx(changes=True) as conn:
             conn.execute(
                 update(t.service_account_keys)
                 .where(t.service_account_keys.c.key_id == key_id)
@@ -305,7 +345,7 @@ class SqlStore:
     def put_policy(self, record: PolicyRecord, expected_etag: str | None) -> None:
         c = t.iam_policies.c
         values = dataclasses.asdict(record)
-        with self._tx() as conn:
+        with self._tx(changes=True) as conn:
             current = conn.execute(select(c.etag).where(c.resource == record.resource)).first()
             if current is None:
                 # An absent policy has the well-known empty etag; inserting races on the PK.
@@ -332,7 +372,7 @@ class SqlStore:
         c = t.org_policies.c
         values = dataclasses.asdict(record)
         where = (c.project_id == record.project_id, c.constraint_name == record.constraint_name)
-        with self._tx() as conn:
+        with self._tx(changes=True) as conn:
             current = conn.execute(select(c.etag).where(*where)).first()
             if current is None:
                 if expected_etag:
@@ -352,7 +392,7 @@ class SqlStore:
         stmt = delete(t.org_policies).where(
             c.project_id == project_id, c.constraint_name == constraint
         )
-        with self._tx() as conn:
+        with self._tx(changes=True) as conn:
             if expected_etag:
                 exists = conn.execute(
                     select(c.etag).where(
@@ -366,7 +406,7 @@ class SqlStore:
     # revocation and audit -----------------------------------------------------------------
 
     def revoke_token_id(self, token_id: str, expires_at: float, when: float) -> None:
-        with self._tx() as conn:
+        with self._tx(changes=True) as conn:
             exists = conn.execute(
                 select(t.revoked_tokens.c.token_id).where(t.revoked_tokens.c.token_id == token_id)
             ).first()
