@@ -34,12 +34,12 @@ async def audited(services: Any, call: Callable[[], T]) -> T:
 
 
 async def _settle(pending: list[Any], *, failing: bool) -> None:
-    if not pending:
-        return
-    outcomes = await asyncio.gather(
-        *(asyncio.wrap_future(f) for f in pending), return_exceptions=True
-    )
-    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    errors: list[BaseException] = []
+    for future in pending:  # usually one record; no need for a gather
+        try:
+            await asyncio.wrap_future(future)
+        except Exception as exc:
+            errors.append(exc)
     if not errors:
         return
     log.error("audit records could not be written: %s", errors[0])
