@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tokensmith.api.errors import json_response
-from tokensmith.crypto.keys import load_public_pem
+from tokensmith.crypto.keys import cached_public_key
 from tokensmith.errors import NotFound
 
 __all__ = ["CERTS_MAX_AGE", "public_cache_headers", "routes"]
@@ -94,7 +94,7 @@ def _account_keys(request: Request) -> list[tuple[str, str, dict[str, str], str]
     ]
     for key in services.store.list_keys(account.unique_id):
         if key.key_type == "USER_MANAGED" and not key.disabled:
-            public = load_public_pem(key.key_id, key.public_key_pem.encode())
+            public = cached_public_key(key.key_id, key.public_key_pem)
             out.append((key.key_id, key.certificate_pem, public.jwk, key.public_key_pem))
     return out
 

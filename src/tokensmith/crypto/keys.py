@@ -24,6 +24,7 @@ __all__ = [
     "PublicKey",
     "generate_rsa_key",
     "load_private_pem",
+    "cached_public_key",
     "load_public_pem",
     "new_key_id",
 ]
@@ -127,6 +128,13 @@ def load_private_pem(key_id: str, pem: bytes, *, trusted: bool = False) -> Priva
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("only RSA private keys are supported")
     return PrivateKey(key_id, key)
+
+
+@functools.lru_cache(maxsize=8192)
+def cached_public_key(key_id: str, pem: str) -> PublicKey:
+    """A stored public key, parsed once: a key id's PEM never changes, and the hot paths
+    (``/token`` assertions, self-signed JWTs, key documents) must not parse it per request."""
+    return load_public_pem(key_id, pem.encode())
 
 
 def load_public_pem(key_id: str, pem: bytes) -> PublicKey:

@@ -22,7 +22,7 @@ from typing import Any
 from tokensmith.clock import Clock
 from tokensmith.core.names import Principal
 from tokensmith.crypto import jwt
-from tokensmith.crypto.keys import load_public_pem
+from tokensmith.crypto.keys import cached_public_key
 from tokensmith.errors import PermissionDenied, Unauthenticated
 from tokensmith.services.directory import Directory
 from tokensmith.services.keyring import IssuerKeyring
@@ -185,7 +185,7 @@ class Authenticator:
         account = self._store.get_service_account(key.account_unique_id)
         if account is None or account.deleted_at is not None or account.disabled:
             raise jwt.InvalidToken("service account deleted or disabled")
-        public = load_public_pem(key.key_id, key.public_key_pem.encode())
+        public = cached_public_key(key.key_id, key.public_key_pem)
         claims = jwt.verify_signature(token, public.key)
         if claims.get("iss") != account.email or claims.get("sub") != account.email:
             raise jwt.InvalidToken("iss and sub must be the service account's email")

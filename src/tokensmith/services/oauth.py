@@ -18,7 +18,7 @@ from typing import Any
 from tokensmith.clock import Clock
 from tokensmith.core.names import Principal
 from tokensmith.crypto import jwt
-from tokensmith.crypto.keys import load_public_pem
+from tokensmith.crypto.keys import cached_public_key
 from tokensmith.errors import OAuthError
 from tokensmith.services.audit import Auditor
 from tokensmith.services.authn import CLOUD_PLATFORM, Authenticator
@@ -228,7 +228,7 @@ class OAuth:
             if _usable(k, now) and (not kid or k.key_id == kid)
         ]
         for key in keys:
-            public = load_public_pem(key.key_id, key.public_key_pem.encode())
+            public = cached_public_key(key.key_id, key.public_key_pem)
             try:
                 return jwt.verify_signature(assertion, public.key)
             except jwt.InvalidToken:
