@@ -22,9 +22,9 @@ from cryptography.x509.oid import NameOID
 __all__ = [
     "PrivateKey",
     "PublicKey",
+    "cached_public_key",
     "generate_rsa_key",
     "load_private_pem",
-    "cached_public_key",
     "load_public_pem",
     "new_key_id",
 ]
