@@ -159,16 +159,7 @@ class Accounts:
 
     def project(self, principal: Principal, project_id: str, permission: str) -> ProjectRecord:
         """A project the caller may act on; a missing one looks like a denial."""
-        record = self._store.get_project(project_id)
-        if record is None:
-            self._iam.deny(
-                principal,
-                permission,
-                f"projects/{project_id}",
-                method=permission,
-                reason="no such project",
-            )
-        return record
+        return self._iam.existing_project(principal, project_id, permission)
 
     def resolve(
         self,

@@ -154,6 +154,22 @@ class Iam:
         )
         raise PermissionDenied(denied_message(permission), permission=permission)
 
+    def existing_project(
+        self, principal: Principal, project_id: str, permission: str
+    ) -> ProjectRecord:
+        """The project ``project_id``; a missing one is denied like a lack of ``permission``
+        (Google does not reveal which projects exist)."""
+        record = self._store.get_project(project_id)
+        if record is None:
+            self.deny(
+                principal,
+                permission,
+                f"projects/{project_id}",
+                method=permission,
+                reason="no such project",
+            )
+        return record
+
     # getIamPolicy / setIamPolicy / testIamPermissions ------------------------------------
 
     def _permission(self, target: Target, verb: str) -> str:

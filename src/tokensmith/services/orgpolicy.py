@@ -116,15 +116,7 @@ class OrgPolicies:
         self._auditor = auditor
 
     def _target(self, principal: Principal, project_id: str, permission: str) -> ProjectRecord:
-        project = self._store.get_project(project_id)
-        if project is None:
-            self._iam.deny(
-                principal,
-                permission,
-                f"projects/{project_id}",
-                method=permission,
-                reason="no such project",
-            )
+        project = self._iam.existing_project(principal, project_id, permission)
         self._iam.check(principal, permission, Target(project), method=permission)
         return project
 
