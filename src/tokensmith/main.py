@@ -73,9 +73,11 @@ class Services:
         return self.settings.credentials_dir / "owner.json"
 
     def maintain(self) -> None:
-        """Periodic duties: rotate the issuer's and the accounts' keys when it is time."""
+        """Periodic duties: rotate the issuer's and the accounts' keys when it is time, and
+        forget revocations of tokens that have expired (they are refused anyway)."""
         self.keyring.ensure()
         self.account_keys.maintain()
+        self.store.prune_revoked(self.clock.now() - REVOCATION_GRACE)
 
     def close(self) -> None:
         self.auditor.close()
@@ -84,6 +86,7 @@ class Services:
 
 MAINTENANCE_INTERVAL = 60.0
 LONG_CACHE_TTL = 300.0
+REVOCATION_GRACE = 3600.0  # beyond any leeway a verifier applies to exp
 
 
 def start_maintenance(

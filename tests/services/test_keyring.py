@@ -187,3 +187,15 @@ def test_regression_first_key_signs_under_a_moving_clock(owner: Api, services: S
     assert account is not None
     keys = AccountKeys(services.store, services.kek, TickingClock(services.clock.now()))
     assert keys.signer(account).key_id
+
+
+def test_maintenance_forgets_revocations_of_expired_tokens(
+    services: Services, clock: FixedClock
+) -> None:
+    """The periodic round prunes revocations once their tokens are long expired."""
+    services.store.revoke_token_id("expiring", clock.now() + 60, clock.now())
+    services.maintain()
+    assert services.store.is_token_id_revoked("expiring")
+    clock.advance(60 + 3600 + 1)
+    services.maintain()
+    assert services.store.inner.is_token_id_revoked("expiring") is False

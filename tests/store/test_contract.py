@@ -187,6 +187,15 @@ def test_revoked_token_ids(store: SqlStore) -> None:
     assert store.is_token_id_revoked("jti")
 
 
+def test_expired_revocations_are_pruned(store: SqlStore) -> None:
+    """Pruning forgets revocations of tokens expired before the cut-off, and only those."""
+    store.revoke_token_id("old", 100.0, 50.0)
+    store.revoke_token_id("live", 1000.0, 50.0)
+    assert store.prune_revoked(500.0) == 1
+    assert not store.is_token_id_revoked("old")
+    assert store.is_token_id_revoked("live")
+
+
 def test_signing_keys_by_purpose(store: SqlStore) -> None:
     """Signing keys list per purpose, ordered by the start of their signing window."""
     for kid, start in (("b", 20.0), ("a", 10.0)):

@@ -244,6 +244,10 @@ class CachedStore:
     def is_token_id_revoked(self, token_id: str) -> bool:
         return self._cached("revoked", token_id, lambda: self.inner.is_token_id_revoked(token_id))
 
+    def prune_revoked(self, before: float) -> int:
+        # Only revocations of expired tokens go: an expired token is refused anyway.
+        return self.inner.prune_revoked(before)
+
     def append_audit(self, records: Sequence[AuditRecord]) -> None:
         self.inner.append_audit(records)
 

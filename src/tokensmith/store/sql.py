@@ -424,6 +424,13 @@ class SqlStore:
             ).first()
         return row is not None
 
+    def prune_revoked(self, before: float) -> int:
+        with self._tx() as conn:
+            result = conn.execute(
+                delete(t.revoked_tokens).where(t.revoked_tokens.c.expires_at < before)
+            )
+        return int(result.rowcount)
+
     def append_audit(self, records: Sequence[AuditRecord]) -> None:
         if not records:
             return
