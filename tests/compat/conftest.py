@@ -299,3 +299,43 @@ def env_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvServer]:
             yield running
         finally:
             running.close()
+
+
+NODE_PROJECT = Path(__file__).parent / "node"
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """The node executable, with google-auth-library installed by ``npm ci`` if it is not."""
+    node_exe, npm_exe = shutil.which("node"), shutil.which("npm")
+    require_or_skip(
+        node_exe is not None and npm_exe is not None,
+        "TOKENSMITH_REQUIRE_NODE",
+        "node and npm are not installed",
+    )
+    assert node_exe is not None
+    assert npm_exe is not None
+    if not (NODE_PROJECT / "node_modules" / "google-auth-library").is_dir():
+        installed = subprocess.run(
+            [npm_exe, "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        require_or_skip(
+            installed.returncode == 0,
+            "TOKENSMITH_REQUIRE_NODE",
+            f"npm ci in {NODE_PROJECT} failed: {installed.stderr.strip()[-500:]}",
+        )
+    return node_exe
+
+
+@pytest.fixture(scope="module")
+def refusing_address() -> Iterator[str]:
+    """A loopback address whose port is bound but never listens: connections are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        host, port = sock.getsockname()
+        yield f"{host}:{port}"

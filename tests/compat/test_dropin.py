@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,15 +29,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.auth.transport.requests import Request
 from google.oauth2 import id_token
 
-from tests.compat.conftest import PROJECT, Admin, EnvServer, Gcloud
-from tests.conftest import require_or_skip
+from tests.compat.conftest import NODE_PROJECT, PROJECT, Admin, EnvServer, Gcloud
 
 pytestmark = pytest.mark.slow
 
 AUDIENCE = "https://dropin.example.test/"
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 MESSAGE = "signed by an unmodified program"
-NODE_PROJECT = Path(__file__).parent / "node"
 
 # An ordinary program: ADC, impersonation, an ID token checked the way Google documents it.
 OWNER_PROGRAM = r"""
@@ -261,34 +258,6 @@ def test_gcloud_after_eval_env(env_server: EnvServer, accounts: Accounts, gcloud
 
 
 # --- Node google-auth-library -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    """The node executable, with google-auth-library installed by ``npm ci`` if it is not."""
-    node_exe, npm_exe = shutil.which("node"), shutil.which("npm")
-    require_or_skip(
-        node_exe is not None and npm_exe is not None,
-        "TOKENSMITH_REQUIRE_NODE",
-        "node and npm are not installed",
-    )
-    assert node_exe is not None
-    assert npm_exe is not None
-    if not (NODE_PROJECT / "node_modules" / "google-auth-library").is_dir():
-        installed = subprocess.run(
-            [npm_exe, "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_PROJECT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        require_or_skip(
-            installed.returncode == 0,
-            "TOKENSMITH_REQUIRE_NODE",
-            f"npm ci in {NODE_PROJECT} failed: {installed.stderr.strip()[-500:]}",
-        )
-    return node_exe
 
 
 @pytest.mark.node

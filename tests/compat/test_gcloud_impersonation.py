@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -158,15 +157,6 @@ def accounts(owner_api: httpx.Client) -> Accounts:
         denied=email["denied"],
         unique_ids={account["email"]: account["uniqueId"] for account in created.values()},
     )
-
-
-@pytest.fixture(scope="module")
-def refusing_address() -> Iterator[str]:
-    """A loopback address whose port is bound but never listens: connections are refused."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        host, port = sock.getsockname()
-        yield f"{host}:{port}"
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,12 +32,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from google.auth.transport.requests import Request
 from google.oauth2 import id_token
 
-from tests.conftest import require_or_skip
+from tests.compat.conftest import NODE_PROJECT
 from tokensmith.testing import LiveServer, owner_access_token
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
 
-NODE_PROJECT = Path(__file__).parent / "node"
 PROJECT = "node-compat-project"
 OWNER = "user:owner@tokensmith.local"
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
@@ -70,34 +66,6 @@ class Accounts:
     chained: str
     denied: str
     unique_ids: dict[str, str]
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    """The node executable, with google-auth-library installed by ``npm ci`` if it is not."""
-    node_exe, npm_exe = shutil.which("node"), shutil.which("npm")
-    require_or_skip(
-        node_exe is not None and npm_exe is not None,
-        "TOKENSMITH_REQUIRE_NODE",
-        "node and npm are not installed",
-    )
-    assert node_exe is not None
-    assert npm_exe is not None
-    if not (NODE_PROJECT / "node_modules" / "google-auth-library").is_dir():
-        installed = subprocess.run(
-            [npm_exe, "ci", "--no-audit", "--no-fund"],
-            cwd=NODE_PROJECT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        require_or_skip(
-            installed.returncode == 0,
-            "TOKENSMITH_REQUIRE_NODE",
-            f"npm ci in {NODE_PROJECT} failed: {installed.stderr.strip()[-500:]}",
-        )
-    return node_exe
 
 
 @pytest.fixture(scope="module")
@@ -143,15 +111,6 @@ def accounts(server: LiveServer) -> Accounts:
         denied=email["denied"],
         unique_ids={account["email"]: account["uniqueId"] for account in created.values()},
     )
-
-
-@pytest.fixture(scope="module")
-def refusing_address() -> Iterator[str]:
-    """A loopback address whose port is bound but never listens: connections are refused."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        host, port = sock.getsockname()
-        yield f"{host}:{port}"
 
 
 @pytest.fixture(scope="module")
