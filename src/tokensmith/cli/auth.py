@@ -130,21 +130,13 @@ class Session:
 
     def token_response(self, form: dict[str, str]) -> Json:
         uri = str(self.info["token_uri"])
-        try:
-            response = self.http.post(uri, data=form)
-        except httpx.TransportError as exc:
-            raise unreachable(uri, exc) from None
-        except httpx.InvalidURL as exc:
-            raise ClientError(f"invalid token_uri {uri!r}: {exc}") from None
-        if response.status_code != 200:
-            raise error_from_response(response)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise ClientError(f"the token endpoint {uri} answered with something other than JSON")
-        return body
+        return _post_json(
+            self.http,
+            uri,
+            invalid=f"invalid token_uri {uri!r}",
+            not_json=f"the token endpoint {uri} answered with something other than JSON",
+            data=form,
+        )
 
     def _assertion(self, claims: Json) -> str:
         now = int(self.clock.now())
@@ -206,22 +198,35 @@ class Session:
         return key_file
 
     def _post(self, path: str, body: Json, token: str) -> Json:
-        url = self.server + path
-        try:
-            response = self.http.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
-        except httpx.TransportError as exc:
-            raise unreachable(url, exc) from None
-        except httpx.InvalidURL as exc:
-            raise ClientError(f"invalid server URL {self.server!r}: {exc}") from None
-        if response.status_code != 200:
-            raise error_from_response(response)
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            raise ClientError(f"{self.server} answered POST {path} with something other than JSON")
-        return answer
+        return _post_json(
+            self.http,
+            self.server + path,
+            invalid=f"invalid server URL {self.server!r}",
+            not_json=f"{self.server} answered POST {path} with something other than JSON",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+
+def _post_json(
+    http: httpx.Client, url: str, *, invalid: str, not_json: str, **request: Any
+) -> Json:
+    """POST to ``url`` and return its JSON object; every failure is one ClientError line."""
+    try:
+        response = http.post(url, **request)
+    except httpx.TransportError as exc:
+        raise unreachable(url, exc) from None
+    except httpx.InvalidURL as exc:
+        raise ClientError(f"{invalid}: {exc}") from None
+    if response.status_code != 200:
+        raise error_from_response(response)
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise ClientError(not_json)
+    return answer
 
 
 def _read_credentials(path: Path) -> Json:
